@@ -1,0 +1,40 @@
+"""Gradient clipping by the norm of the whole (unpartitioned) model."""
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from .initialize import get_model_parallel_group, get_model_parallel_rank
+
+
+def _counted_here(param):
+    """A partitioned parameter counts on every rank (each holds a distinct slice); a replicated one
+    (LayerNorm, RowParallelLinear bias) only on tensor-parallel rank 0."""
+    return getattr(param, "tensor_model_parallel", False) or get_model_parallel_rank() == 0
+
+
+def clip_grad_norm(parameters, max_norm, norm_type=2):
+    """Scale gradients in place so that their total norm is at most `max_norm`; return that norm.
+
+    The norm is the norm of the full model's gradient: partitioned slices are summed across the
+    tensor-parallel group and replicated parameters are counted once. norm_type may be inf.
+    """
+    if torch.is_tensor(parameters):
+        parameters = [parameters]
+    parameters = [p for p in parameters if p.grad is not None]
+    norm_type = float(norm_type)
+    counted = [p.grad.detach().float() for p in parameters if _counted_here(p)]
+    device = parameters[0].grad.device if parameters else torch.device("cpu")
+    if norm_type == math.inf:
+        total = torch.stack([g.abs().max() for g in counted]).max() if counted else torch.zeros((), device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.MAX, group=get_model_parallel_group())
+    else:
+        total = sum((g.norm(norm_type) ** norm_type for g in counted), torch.zeros((), device=device))
+        dist.all_reduce(total, group=get_model_parallel_group())
+        total = total ** (1.0 / norm_type)
+    clip_coef = max_norm / (total.item() + 1e-6)
+    if clip_coef < 1.0:
+        for p in parameters:
+            p.grad.detach().mul_(clip_coef)
+    return total.item()
