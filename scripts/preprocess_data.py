@@ -1,0 +1,124 @@
+"""Tokenize loose JSON into Megatron-compatible `{prefix}_{key}_{document|sentence}.bin/.idx`.
+
+    python scripts/preprocess_data.py --input corpus.jsonl --json-keys text \\
+        --tokenizer-type GPT2BPETokenizer --append-eod --workers 8 --output-prefix data/corpus
+
+The input is streamed (never read whole); worker processes tokenize; the main process writes.
+With --split-sentences each sentence is one sequence and a document is its run of sentences
+(the `_sentence` files, what BERT datasets read); otherwise each document is one sequence.
+"""
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from arguments import add_tokenizer_args, make_tokenizer_from_args  # noqa: E402
+from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype  # noqa: E402
+from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
+from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
+
+
+class Encoder:
+    """Turns one JSON line into token ids per key; one instance (and tokenizer) per worker process."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def initializer(self):
+        Encoder.tokenizer = make_tokenizer_from_args(self.args)
+
+    def encode(self, numbered_line):
+        line_number, line = numbered_line
+        args = self.args
+        try:
+            texts = {key: parse_document(line, key, args.input, line_number) for key in args.json_keys}
+        except MalformedJsonError as error:
+            return line_number, None, len(line), str(error)
+        encoded = {}
+        for key, text in texts.items():
+            pieces = split_sentences(text, args.keep_newlines) if args.split_sentences else [text]
+            sequences = [ids for ids in map(Encoder.tokenizer.tokenize, pieces) if ids]
+            if args.append_eod and sequences:
+                sequences[-1].append(Encoder.tokenizer.eod)
+            encoded[key] = sequences
+        return line_number, encoded, len(line), None
+
+
+def get_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_argument_group("input and output")
+    group.add_argument("--input", required=True, help="loose JSON file, one document per line")
+    group.add_argument("--json-keys", nargs="+", default=["text"], help="keys to tokenize, one output pair each")
+    group.add_argument("--output-prefix", required=True, help="written as {prefix}_{key}_{level}.bin/.idx")
+    group.add_argument("--split-sentences", action="store_true", help="one sequence per sentence (for BERT)")
+    group.add_argument("--keep-newlines", action="store_true", help="with --split-sentences, also split at newlines")
+    group.add_argument("--append-eod", action="store_true", help="end every document with the eod token")
+    group.add_argument("--skip-malformed", action="store_true",
+                       help="leave out malformed lines, missing keys and empty documents, and count them, "
+                            "instead of stopping at the first one")
+    group.add_argument("--workers", type=int, default=1, help="tokenizing processes")
+    group.add_argument("--log-interval", type=int, default=10000, help="documents between progress lines")
+    add_tokenizer_args(parser)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
+
+
+def _progress(documents, total_bytes, started, final=False):
+    elapsed = max(time.time() - started, 1e-9)
+    print(f"{'done' if final else 'processed'} {documents} documents ({documents / elapsed:.1f} docs/s, "
+          f"{total_bytes / elapsed / 1e6:.2f} MB/s)", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if not os.path.isfile(args.input):
+        sys.exit(f"error: --input {args.input}: no such file")
+    encoder = Encoder(args)
+    encoder.initializer()
+    if args.split_sentences:
+        print(f"splitting sentences with {sentence_splitter()[1]}", file=sys.stderr)
+    level = "sentence" if args.split_sentences else "document"
+    dtype = best_fitting_dtype(Encoder.tokenizer.vocab_size)
+    builders = {key: IndexedDatasetBuilder(f"{args.output_prefix}_{key}_{level}", dtype, Encoder.tokenizer.vocab_size)
+                for key in args.json_keys}
+    lines = ((number, line) for number, line, _, _ in iter_lines(args.input))
+    pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
+    encoded_lines = pool.imap(encoder.encode, lines, chunksize=32) if pool else map(encoder.encode, lines)
+    started, documents, total_bytes, skipped = time.time(), 0, 0, []
+    try:
+        for line_number, encoded, size, error in encoded_lines:
+            total_bytes += size
+            if error is not None:
+                if not args.skip_malformed:
+                    raise MalformedJsonError(error + " (or pass --skip-malformed)")
+                skipped.append(error)
+                continue
+            for key, sequences in encoded.items():
+                builders[key].add_document(sequences)
+            documents += 1
+            if documents % args.log_interval == 0:
+                _progress(documents, total_bytes, started)
+    except (MalformedJsonError, ValueError) as error:
+        for builder in builders.values():
+            builder.discard()
+        sys.exit(f"error: {error}")
+    finally:
+        if pool:
+            pool.terminate()
+    for builder in builders.values():
+        builder.finalize()
+    _progress(documents, total_bytes, started, final=True)
+    if skipped:
+        print(f"skipped {len(skipped)} malformed lines; first: {skipped[0]}", file=sys.stderr)
+    for key in args.json_keys:
+        print(f"wrote {args.output_prefix}_{key}_{level}.bin/.idx", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

