@@ -32,8 +32,8 @@ def corpora_root():
     return os.environ.get("CORPORA_ROOT", os.path.expanduser("~/corpora"))
 
 
-def resolve_corpus(name_or_path):
-    """The Corpus for a name in NAMED_CORPORA, or for a path to a loose-JSON file."""
+def resolve_corpus(name_or_path, text_key="text"):
+    """The Corpus for a name in NAMED_CORPORA, or for a path to a loose-JSON file (whose text is under text_key)."""
     if name_or_path in NAMED_CORPORA:
         corpus = NAMED_CORPORA[name_or_path]
         path = os.path.join(corpora_root(), corpus.path)
@@ -42,5 +42,5 @@ def resolve_corpus(name_or_path):
                                     "CORPORA_ROOT to the folder that holds it, or pass the file's path instead")
         return Corpus(corpus.name, path, corpus.text_key, corpus.description)
     if os.path.isfile(name_or_path):
-        return Corpus(os.path.splitext(os.path.basename(name_or_path))[0], name_or_path)
+        return Corpus(os.path.splitext(os.path.basename(name_or_path))[0], name_or_path, text_key)
     raise FileNotFoundError(f"{name_or_path!r} is neither a named corpus ({', '.join(NAMED_CORPORA)}) nor a file")

@@ -80,7 +80,10 @@ def main(argv=None):
     if not os.path.isfile(args.input):
         sys.exit(f"error: --input {args.input}: no such file")
     encoder = Encoder(args)
-    encoder.initializer()
+    try:
+        encoder.initializer()
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
     if args.split_sentences:
         print(f"splitting sentences with {sentence_splitter()[1]}", file=sys.stderr)
     level = "sentence" if args.split_sentences else "document"

@@ -1,0 +1,81 @@
+"""Preprocessing throughput of the GPT-2 tokenizer, ours (tiktoken) beside transformers.GPT2TokenizerFast.
+
+    python benchmarks/tokenizer_throughput.py [--input corpus.jsonl] [--repeat 4] [--workers 1 2]
+
+Each tokenizer encodes every document of the corpus (repeated --repeat times) in --workers
+processes, as scripts/preprocess_data.py does; the line per run gives MB/s and tokens/s in all and
+per worker, and checks that both produced the same ids.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_utils.corpora import resolve_corpus  # noqa: E402
+from data_utils.lazy_loader import LooseJsonDataset  # noqa: E402
+from data_utils.tokenization import default_gpt2_files, make_tokenizer  # noqa: E402
+
+_ENCODE = None
+
+
+def _ours():
+    return make_tokenizer("GPT2BPETokenizer").tokenize
+
+
+def _transformers():
+    from transformers import GPT2TokenizerFast
+    vocab_file, merge_file = default_gpt2_files()
+    with open(vocab_file, encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(merge_file, encoding="utf-8") as f:
+        merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line]
+    tokenizer = GPT2TokenizerFast(vocab=vocab, merges=merges)
+    return tokenizer.encode
+
+
+TOKENIZERS = {"ours (tiktoken)": _ours, "transformers GPT2TokenizerFast": _transformers}
+
+
+def _init(name):
+    global _ENCODE
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _ENCODE = TOKENIZERS[name]()
+
+
+def _encode(text):
+    return _ENCODE(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", default="sample", help="a named corpus or a loose-JSON file")
+    parser.add_argument("--text-key", default="text")
+    parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    corpus = resolve_corpus(args.input, args.text_key)
+    texts = list(LooseJsonDataset(corpus.path, corpus.text_key)) * args.repeat
+    megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    print(f"corpus {corpus.path} x{args.repeat}: {len(texts)} documents, {megabytes:.1f} MB; {os.cpu_count()} cores")
+    for workers in args.workers:
+        ids = {}
+        for name in TOKENIZERS:
+            with multiprocessing.Pool(workers, initializer=_init, initargs=(name,)) as pool:
+                pool.map(_encode, texts[:workers * 8])  # warm up every worker
+                started = time.perf_counter()
+                ids[name] = pool.map(_encode, texts, chunksize=64)
+                seconds = time.perf_counter() - started
+            tokens = sum(map(len, ids[name]))
+            print(f"{name:32s} workers {workers}: {megabytes / seconds:7.2f} MB/s ({megabytes / seconds / workers:6.2f} "
+                  f"per worker), {tokens / seconds / 1e6:6.2f} M tokens/s ({tokens / seconds / workers / 1e6:5.2f} "
+                  f"per worker)")
+        print(f"  same ids from both: {len({json.dumps(v) for v in ids.values()}) == 1}")
+
+
+if __name__ == "__main__":
+    main()

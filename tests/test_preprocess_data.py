@@ -1,0 +1,78 @@
+"""scripts/preprocess_data.py end to end: the .bin holds exactly the tokenizer's ids; bad lines stop it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_utils.indexed_dataset import MMapIndexedDataset
+from data_utils.sentences import split_sentences
+from data_utils.tokenization import make_tokenizer
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "preprocess_data.py")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
+
+
+def _corpus(tmp_path, texts, extra_lines=()):
+    path = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": t, "title": f"t{i}"}) for i, t in enumerate(texts)] + list(extra_lines)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_documents_with_workers_equal_direct_tokenization(tmp_path, sample_texts):
+    texts = sample_texts[:300]
+    result = _run("--input", _corpus(tmp_path, texts), "--json-keys", "text", "title", "--append-eod",
+                  "--workers", "2", "--output-prefix", str(tmp_path / "out"), "--log-interval", "100")
+    assert result.returncode == 0, result.stderr
+    assert "docs/s" in result.stderr and "MB/s" in result.stderr
+    tokenizer = make_tokenizer("GPT2BPETokenizer")
+    data = MMapIndexedDataset(str(tmp_path / "out_text_document"))
+    assert data.dtype == np.uint16 and len(data) == data.num_documents == 300
+    for i, text in enumerate(texts):
+        assert data[i].tolist() == tokenizer.tokenize(text) + [tokenizer.eod]
+    titles = MMapIndexedDataset(str(tmp_path / "out_title_document"))
+    assert titles[7].tolist() == tokenizer.tokenize("t7") + [tokenizer.eod]
+
+
+def test_split_sentences_writes_one_sequence_per_sentence(tmp_path, sample_texts, bert_vocab_file):
+    texts = sample_texts[:40]
+    result = _run("--input", _corpus(tmp_path, texts), "--split-sentences", "--tokenizer-type",
+                  "BertWordPieceLowerCase", "--vocab-file", bert_vocab_file, "--output-prefix", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    tokenizer = make_tokenizer("BertWordPieceLowerCase", vocab_file=bert_vocab_file)
+    data = MMapIndexedDataset(str(tmp_path / "b_text_sentence"))
+    assert data.num_documents == 40
+    for doc, text in enumerate(texts):
+        expected = [tokenizer.tokenize(s) for s in split_sentences(text)]
+        got = [data[i].tolist() for i in range(data.doc_idx[doc], data.doc_idx[doc + 1])]
+        assert got == [e for e in expected if e]
+
+
+@pytest.mark.parametrize("bad_line,message", [
+    ("{not json", "corpus.jsonl:3: not valid JSON"),
+    ('{"title": "x"}', "corpus.jsonl:3: no 'text' key"),
+    ('{"text": ""}', "corpus.jsonl:3: empty document"),
+])
+def test_a_bad_line_stops_with_file_and_line_and_writes_nothing(tmp_path, bad_line, message):
+    corpus = _corpus(tmp_path, ["first document", "second one"], [bad_line, json.dumps({"text": "fourth"})])
+    prefix = tmp_path / "out"
+    result = _run("--input", corpus, "--output-prefix", str(prefix))
+    assert result.returncode != 0 and message in result.stderr and "--skip-malformed" in result.stderr
+    assert not any(p.name.startswith("out_") for p in tmp_path.iterdir()), "no partial output may be left"
+    result = _run("--input", corpus, "--output-prefix", str(prefix), "--skip-malformed")
+    assert result.returncode == 0 and "skipped 1 malformed lines" in result.stderr
+    assert MMapIndexedDataset(str(prefix) + "_text_document").num_documents == 3
+
+
+def test_missing_vocab_file_is_a_clear_error(tmp_path):
+    result = _run("--input", _corpus(tmp_path, ["x"]), "--output-prefix", str(tmp_path / "o"),
+                  "--tokenizer-type", "BertWordPieceLowerCase", "--vocab-file", str(tmp_path / "nope.txt"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --vocab-file: ") and "nope.txt is not a file" in result.stderr
