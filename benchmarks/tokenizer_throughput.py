@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_utils.corpora import resolve_corpus  # noqa: E402
 from data_utils.lazy_loader import LooseJsonDataset  # noqa: E402
-from data_utils.tokenization import default_gpt2_files, make_tokenizer  # noqa: E402
+from data_utils.tokenization import make_tokenizer, read_gpt2_files  # noqa: E402
 
 _ENCODE = None
 
@@ -29,11 +29,7 @@ def _ours():
 
 def _transformers():
     from transformers import GPT2TokenizerFast
-    vocab_file, merge_file = default_gpt2_files()
-    with open(vocab_file, encoding="utf-8") as f:
-        vocab = json.load(f)
-    with open(merge_file, encoding="utf-8") as f:
-        merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line]
+    vocab, merges = read_gpt2_files()
     tokenizer = GPT2TokenizerFast(vocab=vocab, merges=merges)
     return tokenizer.encode
 

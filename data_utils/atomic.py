@@ -18,3 +18,18 @@ def save_npz_atomically(path, **arrays):
         os.replace(f.name, path)
     except OSError as error:
         warnings.warn(f"could not write the cache {path} ({error}); it will be rebuilt next time")
+
+
+def cached_index(indexed_dataset, cache_dir, name, build):
+    """Arrays `build()` returns (a dict), cached as `{cache_dir}/{data basename}_{name}.npz`.
+
+    The cache is reused while it is newer than the data's .idx; cache_dir defaults to the data's folder.
+    """
+    cache_dir = cache_dir or os.path.dirname(os.path.abspath(indexed_dataset.prefix))
+    path = os.path.join(cache_dir, f"{os.path.basename(indexed_dataset.prefix)}_{name}.npz")
+    if os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(indexed_dataset.prefix + ".idx"):
+        with np.load(path) as cached:
+            return {key: cached[key] for key in cached.files}
+    arrays = build()
+    save_npz_atomically(path, **arrays)
+    return arrays

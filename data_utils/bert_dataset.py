@@ -11,11 +11,9 @@ the non-special tokens, at most max_preds_per_seq, of which 80% become [MASK], 1
 sample is the same whatever order it is read in.
 """
 
-import os
-
 import numpy as np
 
-from .atomic import save_npz_atomically
+from .atomic import cached_index
 from .indexed_dataset import check_token_ids
 
 
@@ -56,18 +54,11 @@ class BertSentencePairDataset:
         self.cls, self.sep, self.mask_id, self.pad = tokenizer.cls, tokenizer.sep, tokenizer.mask, tokenizer.pad
         self.vocab_size = tokenizer.vocab_size
         self.documents = np.asarray(documents, dtype=np.int64)
-        cache_dir = cache_dir or os.path.dirname(os.path.abspath(indexed_dataset.prefix))
-        cache = os.path.join(cache_dir, f"{os.path.basename(indexed_dataset.prefix)}_{name}_bert_"
-                                        f"{self.documents[0]}-{self.documents[-1]}docs_{num_samples}ns_"
-                                        f"{max_seq_length}msl_{short_seq_prob}ssp_{int(binary_head)}bh_{seed}s.npz")
-        if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(indexed_dataset.prefix + ".idx"):
-            with np.load(cache) as arrays:
-                self.mapping = arrays["mapping"]
-        else:
-            self.mapping = _samples_mapping(indexed_dataset.sizes, indexed_dataset.doc_idx, self.documents,
-                                            num_samples, max_seq_length - 3, short_seq_prob,
-                                            2 if binary_head else 1, np.random.RandomState(seed))
-            save_npz_atomically(cache, mapping=self.mapping)
+        name_in_cache = (f"{name}_bert_{self.documents[0]}-{self.documents[-1]}docs_{num_samples}ns_"
+                         f"{max_seq_length}msl_{short_seq_prob}ssp_{int(binary_head)}bh_{seed}s")
+        self.mapping = cached_index(indexed_dataset, cache_dir, name_in_cache, lambda: {"mapping": _samples_mapping(
+            indexed_dataset.sizes, indexed_dataset.doc_idx, self.documents, num_samples, max_seq_length - 3,
+            short_seq_prob, 2 if binary_head else 1, np.random.RandomState(seed))})["mapping"]
 
     def __len__(self):
         return len(self.mapping)

@@ -8,11 +8,9 @@ sample shuffle) depend only on the data, the split, seq_length, num_samples and 
 built once and cached next to the data.
 """
 
-import os
-
 import numpy as np
 
-from .atomic import save_npz_atomically
+from .atomic import cached_index
 from .indexed_dataset import check_token_ids
 
 
@@ -30,7 +28,7 @@ def parse_split(split, num_documents):
 
 
 def _build_index(sizes, num_samples, seq_length, rng):
-    """(doc_idx, sample_starts, shuffle_idx): see the module docstring."""
+    """{doc_idx, sample_starts, shuffle_idx}: see the module docstring."""
     tokens_per_epoch = int(sizes.sum())
     if tokens_per_epoch <= 1:
         raise ValueError("the split has no tokens to sample from")
@@ -44,7 +42,7 @@ def _build_index(sizes, num_samples, seq_length, rng):
     offset = starts - np.concatenate([[0], ends])[position]
     sample_starts = np.stack([position, offset], axis=1)
     shuffle_idx = rng.permutation(num_samples)
-    return doc_idx, sample_starts, shuffle_idx
+    return {"doc_idx": doc_idx, "sample_starts": sample_starts, "shuffle_idx": shuffle_idx}
 
 
 class GPT2Dataset:
@@ -60,20 +58,12 @@ class GPT2Dataset:
         self.vocab_size = vocab_size
         if len(self.sequence_ids) == 0:
             raise ValueError(f"{indexed_dataset.prefix}: the {name} split has no documents; change --split")
-        cache_dir = cache_dir or os.path.dirname(os.path.abspath(indexed_dataset.prefix))
-        cache = os.path.join(cache_dir, f"{os.path.basename(indexed_dataset.prefix)}_{name}_indexmap_"
-                                        f"{self.sequence_ids[0]}-{self.sequence_ids[-1]}seqs_{num_samples}ns_"
-                                        f"{seq_length}sl_{seed}s.npz")
-        if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(indexed_dataset.prefix + ".idx"):
-            with np.load(cache) as arrays:
-                self.doc_idx, self.sample_starts, self.shuffle_idx = (arrays[k] for k in
-                                                                      ("doc_idx", "sample_starts", "shuffle_idx"))
-        else:
-            sizes = indexed_dataset.sizes[self.sequence_ids].astype(np.int64)
-            self.doc_idx, self.sample_starts, self.shuffle_idx = _build_index(
-                sizes, num_samples, seq_length, np.random.RandomState(seed))
-            save_npz_atomically(cache, doc_idx=self.doc_idx, sample_starts=self.sample_starts,
-                                shuffle_idx=self.shuffle_idx)
+        name_in_cache = (f"{name}_indexmap_{self.sequence_ids[0]}-{self.sequence_ids[-1]}seqs_{num_samples}ns_"
+                         f"{seq_length}sl_{seed}s")
+        index = cached_index(indexed_dataset, cache_dir, name_in_cache, lambda: _build_index(
+            indexed_dataset.sizes[self.sequence_ids].astype(np.int64), num_samples, seq_length,
+            np.random.RandomState(seed)))
+        self.doc_idx, self.sample_starts, self.shuffle_idx = index["doc_idx"], index["sample_starts"], index["shuffle_idx"]
 
     def __len__(self):
         return len(self.shuffle_idx)

@@ -63,6 +63,18 @@ def default_gpt2_files():
     return os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
 
 
+def read_gpt2_files(vocab_file=None, merge_file=None):
+    """(encoder dict, list of merge pairs) of GPT-2's files, for libraries that take them in memory
+    (transformers' GPT2TokenizerFast(vocab=..., merges=...))."""
+    if vocab_file is None and merge_file is None:
+        vocab_file, merge_file = default_gpt2_files()
+    with open(vocab_file, encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(merge_file, encoding="utf-8") as f:
+        merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line]
+    return vocab, merges
+
+
 class GPT2BPETokenizer(Tokenizer):
     """OpenAI's GPT-2 byte-level BPE on tiktoken, built from local encoder.json + vocab.bpe files.
 

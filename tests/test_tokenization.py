@@ -1,12 +1,11 @@
 """Tokenizers against reference libraries, on the bundled real English corpus (1.3 MB of text)."""
 
-import json
 import os
 
 import pytest
 
 from data_utils.tokenization import (CharacterLevelTokenizer, default_gpt2_files, make_tokenizer,
-                                     padded_vocab_size)
+                                     padded_vocab_size, read_gpt2_files)
 
 
 def test_sample_corpus_is_over_a_megabyte(sample_texts):
@@ -15,11 +14,7 @@ def test_sample_corpus_is_over_a_megabyte(sample_texts):
 
 def test_gpt2_ids_equal_transformers_and_round_trip(sample_texts):
     from transformers import GPT2TokenizerFast
-    vocab_file, merge_file = default_gpt2_files()
-    with open(vocab_file, encoding="utf-8") as f:
-        vocab = json.load(f)
-    with open(merge_file, encoding="utf-8") as f:
-        merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line]
+    vocab, merges = read_gpt2_files()
     reference = GPT2TokenizerFast(vocab=vocab, merges=merges)
     assert len(reference) == 50257, "the reference must be the full GPT-2 vocabulary"
     tokenizer = make_tokenizer("GPT2BPETokenizer")
