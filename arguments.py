@@ -1,10 +1,162 @@
-"""Command-line flags, grouped as Megatron-LM groups them.
+"""Command-line flags, grouped as Megatron-LM groups them, plus DeepSpeed's own.
 
-Scripts build their parser from the groups they need; `make_tokenizer_from_args` turns the
-tokenizer group into a tokenizer.
+`get_args()` parses and checks the pretraining flags; scripts that need only some groups (such as
+scripts/preprocess_data.py) build their parser from the `add_*_args` functions. Every flag declared
+here is read somewhere: tests/test_arguments.py checks it.
 """
 
+import argparse
+import copy
+import sys
+
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer
+
+# --model-size presets: (layers, hidden, heads); flags given explicitly win.
+MODEL_SIZES = {
+    "tiny": (2, 64, 2),
+    "small": (4, 256, 4),
+    "gpt2-124m": (12, 768, 12),
+    "gpt2-350m": (24, 1024, 16),
+    "gpt2-774m": (36, 1280, 20),
+    "gpt2-1.5b": (48, 1600, 25),
+    "bert-base": (12, 768, 12),
+    "bert-large": (24, 1024, 16),
+}
+
+
+def add_model_args(parser):
+    group = parser.add_argument_group("model")
+    group.add_argument("--model-size", choices=MODEL_SIZES, default=None,
+                       help="preset of --num-layers/--hidden-size/--num-attention-heads: "
+                            + ", ".join(f"{k} {v}" for k, v in MODEL_SIZES.items()))
+    group.add_argument("--num-layers", type=int, default=None, help="transformer layers (default: small preset)")
+    group.add_argument("--hidden-size", type=int, default=None, help="hidden size (default: small preset)")
+    group.add_argument("--num-attention-heads", type=int, default=None, help="heads (default: small preset)")
+    group.add_argument("--max-position-embeddings", type=int, default=None,
+                       help="learned positions (default: --seq-length)")
+    group.add_argument("--layernorm-epsilon", type=float, default=1e-5)
+    return parser
+
+
+def add_regularization_args(parser):
+    group = parser.add_argument_group("regularization")
+    group.add_argument("--attention-dropout", type=float, default=0.1, help="dropout on attention probabilities")
+    group.add_argument("--hidden-dropout", type=float, default=0.1, help="dropout on embeddings and block outputs")
+    group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases, LayerNorm)")
+    group.add_argument("--clip-grad", type=float, default=1.0, help="gradient clipping by global norm (0: off)")
+    group.add_argument("--adam-beta1", type=float, default=0.9)
+    group.add_argument("--adam-beta2", type=float, default=0.999)
+    group.add_argument("--adam-eps", type=float, default=1e-8)
+    return parser
+
+
+def add_training_args(parser):
+    group = parser.add_argument_group("training")
+    group.add_argument("--batch-size", type=int, default=4,
+                       help="micro batch of one data-parallel rank; global batch = batch-size x data-parallel "
+                            "size x --gradient-accumulation-steps")
+    group.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    group.add_argument("--train-iters", type=int, default=100, help="optimizer steps to train for")
+    group.add_argument("--checkpoint-activations", action="store_true",
+                       help="recompute activations in backward (mpu.checkpoint, or DeepSpeed's with the flag below)")
+    group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation checkpoint")
+    group.add_argument("--deepspeed-activation-checkpointing", action="store_true",
+                       help="checkpoint through deepspeed.checkpointing (enables the four flags below)")
+    group.add_argument("--partition-activations", action="store_true",
+                       help="split checkpointed activations across tensor-parallel ranks")
+    group.add_argument("--contigious-checkpointing", action="store_true",
+                       help="copy partitioned checkpoints into one buffer (needs --partition-activations)")
+    group.add_argument("--checkpoint-in-cpu", action="store_true", help="keep checkpointed activations in CPU memory")
+    group.add_argument("--synchronize-each-layer", action="store_true",
+                       help="synchronize the device at each checkpointed layer (debugging, timing)")
+    group.add_argument("--eod-mask-loss", action="store_true", help="no loss on end-of-document targets")
+    group.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
+    group.add_argument("--exit-interval", type=int, default=None,
+                       help="save a checkpoint and exit cleanly when the iteration is a multiple of this")
+    group.add_argument("--tensorboard-dir", default=None, help="write the logged scalars here (tensorboardX)")
+    group.add_argument("--seed", type=int, default=1234)
+    return parser
+
+
+def add_initialization_args(parser):
+    group = parser.add_argument_group("initialization")
+    group.add_argument("--init-method-std", type=float, default=0.02,
+                       help="std of the normal initialisation; output layers use std / sqrt(2 x layers)")
+    return parser
+
+
+def add_learning_rate_args(parser):
+    group = parser.add_argument_group("learning rate")
+    group.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    group.add_argument("--lr-decay-style", default="linear", choices=("constant", "linear", "cosine", "exponential"))
+    group.add_argument("--lr-decay-iters", type=int, default=None, help="iterations to decay over (default: --train-iters)")
+    group.add_argument("--min-lr", type=float, default=0.0, help="the decay stops here")
+    group.add_argument("--warmup", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
+    return parser
+
+
+def add_checkpointing_args(parser):
+    group = parser.add_argument_group("checkpointing")
+    group.add_argument("--save", default=None, help="checkpoint directory (DeepSpeed's layout, 'latest' tracker)")
+    group.add_argument("--save-interval", type=int, default=None, help="iterations between checkpoints")
+    group.add_argument("--load", default=None, help="resume from the latest checkpoint in this directory")
+    group.add_argument("--finetune", action="store_true",
+                       help="load only the model weights and start at iteration 0 (new optimizer, RNG, data)")
+    group.add_argument("--no-load-optim", action="store_true", help="do not load optimizer and scheduler states")
+    group.add_argument("--no-load-rng", action="store_true", help="do not load RNG states")
+    return parser
+
+
+def add_mixed_precision_args(parser):
+    group = parser.add_argument_group("mixed precision")
+    group.add_argument("--fp16", action="store_true", help="fp16 with loss scaling (GPU only; on CPU use --bf16)")
+    group.add_argument("--bf16", action="store_true", help="bfloat16 (CPU and recent GPUs)")
+    group.add_argument("--loss-scale", type=float, default=0, help="static loss scale; 0 = dynamic")
+    group.add_argument("--initial-loss-scale", type=float, default=2 ** 16, help="first dynamic loss scale")
+    group.add_argument("--loss-scale-window", type=int, default=1000, help="steps without overflow before raising")
+    group.add_argument("--hysteresis", type=int, default=2, help="overflows tolerated before lowering the scale")
+    group.add_argument("--min-loss-scale", type=float, default=1, help="the dynamic scale never goes below this")
+    return parser
+
+
+def add_distributed_args(parser):
+    group = parser.add_argument_group("distributed")
+    group.add_argument("--model-parallel-size", type=int, default=1, help="tensor model-parallel size")
+    group.add_argument("--zero-stage", type=int, default=None, choices=(0, 1, 2, 3),
+                       help="ZeRO stage when the ds_config does not set it (default 0)")
+    group.add_argument("--distributed-backend", default=None, choices=("nccl", "gloo", "ccl", "hccl"),
+                       help="default: the accelerator's (nccl on GPU, gloo on CPU)")
+    group.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                       help="set by the deepspeed launcher; torchrun sets LOCAL_RANK instead")
+    return parser
+
+
+def add_validation_args(parser):
+    group = parser.add_argument_group("validation")
+    group.add_argument("--eval-iters", type=int, default=10, help="batches per evaluation")
+    group.add_argument("--eval-interval", type=int, default=50, help="iterations between evaluations")
+    return parser
+
+
+def add_data_args(parser):
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-path", nargs="+", default=None,
+                       help="preprocessed .bin/.idx prefix, or weight-prefix pairs to blend (0.3 A 0.7 B)")
+    group.add_argument("--train-data", default=None,
+                       help="a named corpus (sample, wikipedia, webtext, bookcorpus) or a loose-JSON file, "
+                            "tokenized into --data-cache-dir on first use; default: sample (bundled)")
+    group.add_argument("--text-key", default="text", help="JSON key of the text in --train-data")
+    group.add_argument("--data-cache-dir", default=None,
+                       help="where --train-data is tokenized and dataset indices are cached (default: next to "
+                            "the data; for --train-data, data/cache in the repository)")
+    group.add_argument("--split", default="949,50,1", help="train,valid,test weights over documents")
+    group.add_argument("--seq-length", type=int, default=128, help="tokens per sample")
+    group.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
+    group.add_argument("--resume-dataloader", action=argparse.BooleanOptionalAction, default=True,
+                       help="on --load, continue the data where the checkpoint left it")
+    group.add_argument("--check-dataset", action="store_true",
+                       help="report token ids of the data against the vocabulary, then stop")
+    return parser
 
 
 def add_tokenizer_args(parser):
@@ -52,3 +204,80 @@ def make_tokenizer_from_args(args, train_texts=None, model_parallel_size=1):
                           make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
                           model_parallel_size=model_parallel_size,
                           **(sentencepiece if tokenizer_type == "SentencePieceTokenizer" else {}))
+
+
+def add_all_args(parser):
+    for add in (add_model_args, add_regularization_args, add_training_args, add_initialization_args,
+                add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args, add_distributed_args,
+                add_validation_args, add_data_args, add_tokenizer_args):
+        add(parser)
+    import deepspeed
+    return deepspeed.add_config_arguments(parser)
+
+
+def explicit_flags(parser, argv):
+    """The destinations of the flags given on the command line (not left at their defaults)."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+def get_args(argv=None, description=None, defaults=None):
+    """Parse and check the pretraining flags. `defaults` lets an entry script change defaults
+    (e.g. BERT's tokenizer); presets fill the model shape."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    add_all_args(parser)
+    if defaults:
+        parser.set_defaults(**defaults)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.explicit = explicit_flags(parser, argv)
+    layers, hidden, heads = MODEL_SIZES[args.model_size or "small"]
+    args.num_layers = args.num_layers or layers
+    args.hidden_size = args.hidden_size or hidden
+    args.num_attention_heads = args.num_attention_heads or heads
+    args.max_position_embeddings = args.max_position_embeddings or args.seq_length
+    args.lr_decay_iters = args.lr_decay_iters or args.train_iters
+    problems = check_args(args)
+    if problems:
+        parser.exit(2, "".join(f"{parser.prog}: error: {problem}\n" for problem in problems))
+    return args
+
+
+def check_args(args):
+    """Inconsistent flag sets, each as one line naming the flags and what to do."""
+    problems = []
+    tp = args.model_parallel_size
+    if args.hidden_size % args.num_attention_heads:
+        problems.append(f"--hidden-size {args.hidden_size} is not divisible by --num-attention-heads "
+                        f"{args.num_attention_heads}")
+    if tp < 1 or args.num_attention_heads % tp:
+        problems.append(f"--num-attention-heads {args.num_attention_heads} is not divisible by "
+                        f"--model-parallel-size {tp}: choose a model-parallel size that divides the heads")
+    if args.fp16 and args.bf16:
+        problems.append("--fp16 and --bf16 are exclusive: choose one")
+    if args.seq_length > args.max_position_embeddings:
+        problems.append(f"--seq-length {args.seq_length} exceeds --max-position-embeddings "
+                        f"{args.max_position_embeddings}")
+    for flag, value in (("--batch-size", args.batch_size), ("--gradient-accumulation-steps",
+                                                           args.gradient_accumulation_steps),
+                        ("--train-iters", args.train_iters), ("--checkpoint-num-layers", args.checkpoint_num_layers),
+                        ("--log-interval", args.log_interval), ("--eval-interval", args.eval_interval)):
+        if value < 1:
+            problems.append(f"{flag} must be at least 1, got {value}")
+    if not 0 <= args.warmup <= 1:
+        problems.append(f"--warmup {args.warmup} is a fraction of --lr-decay-iters, between 0 and 1")
+    if args.save_interval is not None and not args.save:
+        problems.append("--save-interval needs --save DIR")
+    if args.data_path and "train_data" in args.explicit:
+        problems.append("--data-path and --train-data are exclusive: preprocessed data or a corpus to tokenize")
+    if args.contigious_checkpointing and not args.partition_activations:
+        problems.append("--contigious-checkpointing needs --partition-activations")
+    ds_only = [f for f in ("partition_activations", "contigious_checkpointing", "checkpoint_in_cpu",
+                           "synchronize_each_layer") if getattr(args, f)]
+    if ds_only and not args.deepspeed_activation_checkpointing:
+        problems.append(f"--{ds_only[0].replace('_', '-')} needs --deepspeed-activation-checkpointing")
+    if args.deepspeed_activation_checkpointing and not args.checkpoint_activations:
+        problems.append("--deepspeed-activation-checkpointing needs --checkpoint-activations")
+    return problems

@@ -44,3 +44,28 @@ def resolve_corpus(name_or_path, text_key="text"):
     if os.path.isfile(name_or_path):
         return Corpus(os.path.splitext(os.path.basename(name_or_path))[0], name_or_path, text_key)
     raise FileNotFoundError(f"{name_or_path!r} is neither a named corpus ({', '.join(NAMED_CORPORA)}) nor a file")
+
+
+def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True):
+    """Prefix of `corpus` tokenized into .bin/.idx under cache_dir (built on first use, reused while
+    newer than the corpus). One process only: for large corpora run scripts/preprocess_data.py with
+    --workers and train with --data-path."""
+    import hashlib
+
+    import numpy as np
+
+    from .indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype
+    from .lazy_loader import LooseJsonDataset
+    identity = "|".join(str(getattr(tokenizer, attribute, "")) for attribute in ("name", "vocab_size", "source"))
+    digest = hashlib.sha1(f"{identity}|{corpus.text_key}|{int(append_eod)}".encode()).hexdigest()[:10]
+    prefix = os.path.join(cache_dir, f"{corpus.name}_{tokenizer.name}_{digest}_{corpus.text_key}_document")
+    if os.path.isfile(prefix + ".idx") and os.path.getmtime(prefix + ".idx") >= os.path.getmtime(corpus.path):
+        return prefix
+    os.makedirs(cache_dir, exist_ok=True)
+    documents = LooseJsonDataset(corpus.path, corpus.text_key)
+    builder = IndexedDatasetBuilder(prefix, best_fitting_dtype(tokenizer.vocab_size), tokenizer.vocab_size)
+    for text in documents:
+        ids = tokenizer.tokenize(text) + ([tokenizer.eod] if append_eod else [])
+        builder.add_document([np.asarray(ids)])
+    builder.finalize()
+    return prefix

@@ -29,6 +29,7 @@ def _require_file(path, flag, hint):
 
 class Tokenizer:
     name = "tokenizer"
+    source = ""  # where the vocabulary came from (files), to tell tokenizers of one type apart
     padded_vocab_size = None
 
     def tokenize(self, text):
@@ -98,6 +99,7 @@ class GPT2BPETokenizer(Tokenizer):
                              f"vocabulary ({type(error).__name__}); {hint}") from None
         with open(vocab_file, encoding="utf-8") as f:
             self._eod = json.load(f).get("<|endoftext|>", len(ranks))
+        self.source = f"{os.path.abspath(vocab_file)}|{os.path.abspath(merge_file)}"
         self.encoding = tiktoken.Encoding(name="gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                                           special_tokens={"<|endoftext|>": self._eod})
         self._pad = self._eod
@@ -124,6 +126,7 @@ class BertWordPieceTokenizer(Tokenizer):
         _require_file(vocab_file, "--vocab-file", "pass a BERT vocab.txt (one WordPiece per line)")
         self.name = "BertWordPieceLowerCase" if lower_case else "BertWordPieceCase"
         self.wordpiece = WordPiece(vocab_file, lowercase=lower_case)
+        self.source = os.path.abspath(vocab_file)
         vocab = self.wordpiece.get_vocab()
         missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]") if t not in vocab]
         if missing:
@@ -160,6 +163,7 @@ class SentencePieceTokenizer(Tokenizer):
                                         "given to train one: pass an existing .model or training data")
             train_sentencepiece(model_file, train_texts, **train_options)
         self.processor = spm.SentencePieceProcessor(model_file=model_file)
+        self.source = os.path.abspath(model_file)
         self._eod, self._pad = self.processor.eos_id(), self.processor.pad_id()
         self._cls, self._sep, self._mask = (self.processor.piece_to_id(t) if self.processor.piece_to_id(t) !=
                                             self.processor.unk_id() else None for t in self.SPECIALS)

@@ -6,7 +6,7 @@ passed to `deepspeed.initialize(mpu=mpu)`.
 
 from .cross_entropy import vocab_parallel_cross_entropy
 from .data import broadcast_data
-from .grads import clip_grad_norm
+from .grads import clip_grad_norm, grad_norm
 from .initialize import (destroy_model_parallel, get_data_parallel_group, get_data_parallel_group_ranks,
                          get_data_parallel_rank, get_data_parallel_world_size, get_model_parallel_group,
                          get_model_parallel_rank, get_model_parallel_src_rank, get_model_parallel_world_size,

@@ -14,12 +14,9 @@ def _counted_here(param):
     return getattr(param, "tensor_model_parallel", False) or get_model_parallel_rank() == 0
 
 
-def clip_grad_norm(parameters, max_norm, norm_type=2):
-    """Scale gradients in place so that their total norm is at most `max_norm`; return that norm.
-
-    The norm is the norm of the full model's gradient: partitioned slices are summed across the
-    tensor-parallel group and replicated parameters are counted once. norm_type may be inf.
-    """
+def grad_norm(parameters, norm_type=2):
+    """The norm of the full model's gradient: partitioned slices are summed across the tensor-parallel
+    group and replicated parameters are counted once. norm_type may be inf."""
     if torch.is_tensor(parameters):
         parameters = [parameters]
     parameters = [p for p in parameters if p.grad is not None]
@@ -29,12 +26,20 @@ def clip_grad_norm(parameters, max_norm, norm_type=2):
     if norm_type == math.inf:
         total = torch.stack([g.abs().max() for g in counted]).max() if counted else torch.zeros((), device=device)
         dist.all_reduce(total, op=dist.ReduceOp.MAX, group=get_model_parallel_group())
-    else:
-        total = sum((g.norm(norm_type) ** norm_type for g in counted), torch.zeros((), device=device))
-        dist.all_reduce(total, group=get_model_parallel_group())
-        total = total ** (1.0 / norm_type)
-    clip_coef = max_norm / (total.item() + 1e-6)
+        return total.item()
+    total = sum((g.norm(norm_type) ** norm_type for g in counted), torch.zeros((), device=device))
+    dist.all_reduce(total, group=get_model_parallel_group())
+    return total.item() ** (1.0 / norm_type)
+
+
+def clip_grad_norm(parameters, max_norm, norm_type=2):
+    """Scale gradients in place so that their total norm (see grad_norm) is at most `max_norm`;
+    return the norm before scaling."""
+    parameters = [parameters] if torch.is_tensor(parameters) else list(parameters)
+    total = grad_norm(parameters, norm_type)
+    clip_coef = max_norm / (total + 1e-6)
     if clip_coef < 1.0:
         for p in parameters:
-            p.grad.detach().mul_(clip_coef)
-    return total.item()
+            if p.grad is not None:
+                p.grad.detach().mul_(clip_coef)
+    return total

@@ -1,0 +1,182 @@
+"""The DeepSpeed config of a run: the JSON file is authoritative, "auto" values are filled from flags.
+
+With no --deepspeed_config the config is built from the flags (ZeRO-0, fp32 unless --bf16/--fp16,
+AdamW). A key DeepSpeed does not know is an error with a suggestion (DeepSpeed itself ignores
+unknown top-level keys); an explicit JSON value that contradicts an explicitly given flag is an error,
+not a silent pick; batch sizes that do not multiply out are an error.
+"""
+
+import difflib
+import json
+import math
+
+from deepspeed.accelerator import get_accelerator
+
+KNOWN_KEYS = frozenset("""
+train_batch_size train_micro_batch_size_per_gpu gradient_accumulation_steps optimizer scheduler
+communication_data_type seq_parallel_communication_data_type prescale_gradients gradient_predivide_factor
+gradient_allreduce_op sparse_gradients fp16 bf16 bfloat16 amp torch_autocast gradient_clipping zero_optimization
+zero_allow_untested_optimizer zero_force_ds_cpu_optimizer aio activation_checkpointing sparse_attention
+flops_profiler steps_per_print wall_clock_breakdown dump_state memory_breakdown tensorboard wandb csv_monitor comet
+comms_logger elasticity autotuning checkpoint data_types data_efficiency curriculum_learning progressive_layer_drop
+compression_training eigenvalue quantize_training pipeline nebula dataloader_drop_last disable_allgather timers
+compile hybrid_engine weight_quantization use_data_before_expert_parallelism expert_parallel log_level
+disable_python_gc legacy_fusion managed_gradient_accumulation vocabulary_size graph_harvesting tensor_parallel
+""".split())
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_keys(config, source):
+    for key in config:
+        if key.startswith("_") or key in KNOWN_KEYS:
+            continue
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see DeepSpeed's configuration reference"
+        raise ConfigError(f"{source}: unknown key {key!r}{hint} (keys starting with '_' are comments)")
+
+
+class _Filler:
+    """Fills "auto" (or absent) values from flags and reports explicit contradictions."""
+
+    def __init__(self, args, source):
+        self.args, self.source = args, source
+
+    def resolve(self, section, key, flag, value, path=None):
+        """The value to use for section[key] (set in place): the config's unless it is "auto" or absent."""
+        path = path or key
+        current = section.get(key, "auto")
+        if current == "auto":
+            section[key] = value
+            return value
+        if flag is not None and flag.lstrip("-").replace("-", "_") in self.args.explicit and current != value:
+            raise ConfigError(f"{self.source} sets {path} = {current!r} but {flag} {value!r} was given: "
+                              f"remove one of them or make them agree")
+        return current
+
+
+def _cpu():
+    return get_accelerator().device_name() == "cpu"
+
+
+def build_ds_config(args, data_parallel_size):
+    """The config dict for deepspeed.initialize; updates args.batch_size, args.gradient_accumulation_steps,
+    args.fp16 and args.bf16 to what the config decides."""
+    source = args.deepspeed_config or "the ds_config built from flags"
+    if args.deepspeed_config:
+        try:
+            with open(args.deepspeed_config, encoding="utf-8") as f:
+                config = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"--deepspeed_config {args.deepspeed_config}: no such file") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{args.deepspeed_config}:{error.lineno}: not valid JSON ({error.msg})") from None
+    else:
+        config = {}
+    _check_keys(config, source)
+    fill = _Filler(args, source)
+    _batch_sizes(config, fill, args, data_parallel_size, source)
+    _precision(config, fill, args, source)
+    zero = config.setdefault("zero_optimization", {})
+    fill.resolve(zero, "stage", "--zero-stage", args.zero_stage if args.zero_stage is not None else 0,
+                 "zero_optimization.stage")
+    fill.resolve(config, "gradient_clipping", "--clip-grad", args.clip_grad)
+    _optimizer(config, fill, args)
+    _scheduler(config, fill, args, source)
+    if args.deepspeed_activation_checkpointing:
+        section = config.setdefault("activation_checkpointing", {})
+        for key, flag in (("partition_activations", "--partition-activations"),
+                          ("contiguous_memory_optimization", "--contigious-checkpointing"),
+                          ("cpu_checkpointing", "--checkpoint-in-cpu"),
+                          ("synchronize_checkpoint_boundary", "--synchronize-each-layer")):
+            dest = flag[2:].replace("-", "_")
+            setattr(args, dest, fill.resolve(section, key, flag, getattr(args, dest), f"activation_checkpointing.{key}"))
+        fill.resolve(section, "number_checkpoints", None, math.ceil(args.num_layers / args.checkpoint_num_layers))
+    config.setdefault("steps_per_print", 10 ** 9)  # training.py logs; DeepSpeed's own step lines are noise
+    leftover = _find_auto(config)
+    if leftover:
+        raise ConfigError(f"{source}: {leftover} is \"auto\" but no flag fills it; write a value")
+    return config
+
+
+def _batch_sizes(config, fill, args, dp, source):
+    micro = fill.resolve(config, "train_micro_batch_size_per_gpu", "--batch-size", args.batch_size)
+    total = config.get("train_batch_size", "auto")
+    if config.get("gradient_accumulation_steps", "auto") == "auto" and total != "auto":
+        if total % (micro * dp):
+            raise ConfigError(f"{source}: train_batch_size {total} is not divisible by micro batch {micro} x "
+                              f"data-parallel size {dp}; change train_batch_size, --batch-size or the world size")
+        config["gradient_accumulation_steps"] = total // (micro * dp)
+    accumulation = fill.resolve(config, "gradient_accumulation_steps", "--gradient-accumulation-steps",
+                                args.gradient_accumulation_steps)
+    total = fill.resolve(config, "train_batch_size", None, micro * accumulation * dp)
+    if total != micro * accumulation * dp:
+        raise ConfigError(f"{source}: train_batch_size {total} != micro batch {micro} x gradient accumulation "
+                          f"{accumulation} x data-parallel size {dp} = {micro * accumulation * dp}; "
+                          "make them agree (or write \"auto\")")
+    args.batch_size, args.gradient_accumulation_steps = micro, accumulation
+
+
+def _precision(config, fill, args, source):
+    fp16 = config.setdefault("fp16", {})
+    bf16 = config.setdefault("bf16", config.pop("bfloat16", {}))
+    args.fp16 = bool(fill.resolve(fp16, "enabled", "--fp16", args.fp16, "fp16.enabled"))
+    args.bf16 = bool(fill.resolve(bf16, "enabled", "--bf16", args.bf16, "bf16.enabled"))
+    if args.fp16 and args.bf16:
+        raise ConfigError(f"{source}: fp16 and bf16 are both enabled; choose one")
+    if args.fp16 and _cpu():
+        raise ConfigError("--fp16: DeepSpeed does not support fp16 on the CPU accelerator "
+                          "(\"Type fp16 is not supported on your device\"); use --bf16 on CPU, or run on a GPU")
+    if args.fp16:
+        for key, flag, value in (("loss_scale", "--loss-scale", args.loss_scale),
+                                 ("initial_scale_power", "--initial-loss-scale", int(math.log2(args.initial_loss_scale))),
+                                 ("loss_scale_window", "--loss-scale-window", args.loss_scale_window),
+                                 ("hysteresis", "--hysteresis", args.hysteresis),
+                                 ("min_loss_scale", "--min-loss-scale", args.min_loss_scale)):
+            fill.resolve(fp16, key, flag, value, f"fp16.{key}")
+
+
+def _optimizer(config, fill, args):
+    optimizer = config.setdefault("optimizer", {"type": "AdamW", "params": {}})
+    params = optimizer.setdefault("params", {})
+    args.lr = fill.resolve(params, "lr", "--lr", args.lr, "optimizer.params.lr")
+    if optimizer.get("type", "").lower() in ("adam", "adamw", "lamb", "onebitadam", "onebitlamb", "zerooneadam"):
+        fill.resolve(params, "weight_decay", "--weight-decay", args.weight_decay, "optimizer.params.weight_decay")
+        fill.resolve(params, "eps", "--adam-eps", args.adam_eps, "optimizer.params.eps")
+        betas = params.get("betas", "auto")
+        params["betas"] = [args.adam_beta1, args.adam_beta2] if betas == "auto" else betas
+    if optimizer.get("type", "").lower() in ("adam", "adamw") and _cpu() and not _offloaded(config):
+        params.setdefault("torch_adam", True)  # no JIT build of DeepSpeed's fused Adam on a CPU
+
+
+def _offloaded(config):
+    device = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device not in ("none", None)
+
+
+def _scheduler(config, fill, args, source):
+    if "scheduler" not in config:
+        return
+    if "lr_decay_style" in args.explicit:
+        raise ConfigError(f"{source} names the scheduler {config['scheduler'].get('type')!r} and "
+                          "--lr-decay-style was given: drop one of them")
+    params = config["scheduler"].setdefault("params", {})
+    warmup = int(args.warmup * args.lr_decay_iters)
+    for key, value in (("warmup_max_lr", args.lr), ("warmup_min_lr", 0.0), ("warmup_num_steps", warmup),
+                       ("total_num_steps", args.lr_decay_iters), ("cycle_max_lr", args.lr),
+                       ("lr_range_test_min_lr", args.min_lr)):
+        if params.get(key) == "auto":
+            params[key] = value
+
+
+def _find_auto(value, path=""):
+    if value == "auto":
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_auto(item, f"{path}.{key}" if path else key)
+            if found:
+                return found
+    return None

@@ -1,0 +1,44 @@
+"""GPT-2 built from mpu layers: learned positions, pre-LayerNorm blocks, output tied to the input embedding."""
+
+import deepspeed
+import torch
+
+import mpu
+
+from .transformer import ParallelTransformer, init_normal
+
+
+class GPT2Model(torch.nn.Module):
+    """tokens [batch, seq] -> logits [batch, seq, vocab / TP] (this rank's vocabulary slice), ready for
+    mpu.vocab_parallel_cross_entropy; parallel_output=False gathers the full vocabulary."""
+
+    def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
+                 embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
+                 layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
+                 parallel_output=True):
+        super().__init__()
+        self.parallel_output = parallel_output
+        self.max_sequence_length = max_sequence_length
+        init = init_normal(init_method_std)
+        self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
+        self.position_embeddings = torch.nn.Embedding(max_sequence_length, hidden_size)
+        init(self.position_embeddings.weight)
+        self.embedding_dropout = torch.nn.Dropout(embedding_dropout)
+        deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
+        self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
+                                               hidden_dropout, init_method_std, layernorm_epsilon=layernorm_epsilon,
+                                               causal=True, pre_layernorm=True,
+                                               checkpoint_activations=checkpoint_activations,
+                                               checkpoint_num_layers=checkpoint_num_layers)
+
+    def forward(self, tokens, position_ids=None):
+        seq = tokens.size(1)
+        if seq > self.max_sequence_length:
+            raise ValueError(f"a sequence of {seq} tokens is longer than --max-position-embeddings "
+                             f"{self.max_sequence_length}")
+        if position_ids is None:
+            position_ids = torch.arange(seq, device=tokens.device).unsqueeze(0)
+        hidden = self.embedding_dropout(self.word_embeddings(tokens) + self.position_embeddings(position_ids))
+        hidden = self.transformer(hidden)
+        logits = torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
+        return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)

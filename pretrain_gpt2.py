@@ -1,0 +1,63 @@
+"""Pretrain GPT-2: the model, the data and the loss; training.pretrain does the rest.
+
+    python pretrain_gpt2.py                                   # bundled corpus, GPT-2 BPE, one CPU process
+    deepspeed --num_gpus 8 pretrain_gpt2.py --data-path data/corpus_text_document \\
+        --model-size gpt2-350m --deepspeed --deepspeed_config ds_configs/ds_zero2_bf16.json
+"""
+
+import os
+
+import torch
+
+import mpu
+import training
+from arguments import get_args
+from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
+from data_utils.gpt2_dataset import build_gpt2_datasets
+from data_utils.indexed_dataset import check_dataset
+from model import GPT2Model
+
+
+def model_provider(args, tokenizer):
+    return GPT2Model(num_layers=args.num_layers, vocab_size=tokenizer.padded_vocab_size,
+                     hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
+                     max_sequence_length=args.max_position_embeddings, embedding_dropout=args.hidden_dropout,
+                     attention_dropout=args.attention_dropout, hidden_dropout=args.hidden_dropout,
+                     init_method_std=args.init_method_std, layernorm_epsilon=args.layernorm_epsilon,
+                     checkpoint_activations=args.checkpoint_activations,
+                     checkpoint_num_layers=args.checkpoint_num_layers)
+
+
+def datasets_provider(args, tokenizer, num_samples):
+    """--data-path (preprocessed .bin/.idx, blended by weight), else --train-data (default: the bundled
+    sample corpus) tokenized into a cache on first use."""
+    data_path = args.data_path
+    if not data_path:
+        corpus = resolve_corpus(args.train_data or "sample", args.text_key)
+        data_path = [tokenized_corpus(corpus, tokenizer, args.data_cache_dir or os.path.join(REPO_DATA, "cache"))]
+    if args.check_dataset:
+        for prefix in data_path[len(data_path) % 2::2] if len(data_path) > 1 else data_path:
+            training.print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
+        raise SystemExit(0)
+    return build_gpt2_datasets(data_path, args.split, num_samples, args.seq_length, args.seed,
+                               tokenizer.vocab_size, args.data_cache_dir)
+
+
+def forward_step(data_iterator, model, args):
+    tokens = training.broadcast_batch(data_iterator, ["text"])["text"]
+    inputs, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    losses = mpu.vocab_parallel_cross_entropy(model(inputs).float(), labels)
+    loss_mask = torch.ones_like(losses)
+    if args.eod_mask_loss:
+        loss_mask = (labels != args.eod).to(losses.dtype)
+    loss = (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+    return loss, {"lm loss": loss.item()}
+
+
+def main(argv=None):
+    args = get_args(argv, description=__doc__)
+    return training.pretrain(args, datasets_provider, model_provider, forward_step)
+
+
+if __name__ == "__main__":
+    main()

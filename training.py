@@ -1,0 +1,360 @@
+"""The one training loop, shared by every pretraining script.
+
+An entry script hands `pretrain` three things: a model provider, a datasets provider and a forward
+step. Everything else lives here once: distributed start-up, seeds, the DeepSpeed config and engine,
+the loop with gradient accumulation, evaluation, logging (stdout and tensorboard), checkpoints,
+resumption and clean exits.
+"""
+
+import math
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import time
+
+import deepspeed
+import numpy as np
+import torch
+import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
+
+import mpu
+from arguments import make_tokenizer_from_args
+from data_utils.indexed_dataset import TokenIdError
+from data_utils.samplers import DistributedBatchSampler
+from deepspeed_config import ConfigError, build_ds_config
+from learning_rates import megatron_scheduler
+
+
+class UsageError(Exception):
+    """A problem with the flags, config, data or checkpoint that the user must fix: printed as one line."""
+
+
+def print_rank_0(message):
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(message, flush=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def initialize_distributed(args):
+    """torch.distributed through DeepSpeed, then the model-parallel groups.
+
+    A plain `python pretrain_gpt2.py` is one rank: the variables a launcher would set are set here, so
+    DeepSpeed does not go looking for MPI.
+    """
+    if "WORLD_SIZE" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+    args.local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
+    accelerator = get_accelerator()
+    if accelerator.device_name() != "cpu":
+        accelerator.set_device(args.local_rank)
+    if accelerator.device_name() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE",
+                                                                              os.environ["WORLD_SIZE"]))))
+    deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name())
+    try:
+        mpu.initialize_model_parallel(args.model_parallel_size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def set_random_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    mpu.model_parallel_cuda_manual_seed(seed)
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "device": get_accelerator().get_rng_state(), "tracker": mpu.get_cuda_rng_tracker().get_states()}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    get_accelerator().set_rng_state(state["device"])
+    mpu.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def param_groups(model):
+    """Weight decay on weight matrices and embeddings; none on biases and LayerNorm parameters."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            (no_decay if isinstance(module, torch.nn.LayerNorm) or name == "bias" else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def count_parameters(model):
+    """Parameters of the whole model (all tensor-parallel slices, ZeRO-3 partitions included)."""
+    partitioned = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
+                      if getattr(p, "tensor_model_parallel", False))
+    replicated = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
+                     if not getattr(p, "tensor_model_parallel", False))
+    total = torch.tensor([partitioned], dtype=torch.float64, device=get_accelerator().current_device_name())
+    dist.all_reduce(total, group=mpu.get_model_parallel_group())
+    return int(total.item()) + replicated
+
+
+def broadcast_batch(data_iterator, keys, datatype=torch.int64):
+    """The next batch, read on tensor-parallel rank 0 and sent to the other ranks of its group."""
+    data = next(data_iterator) if mpu.get_model_parallel_rank() == 0 else None
+    return mpu.broadcast_data(keys, data, datatype)
+
+
+def _checkpoint_layout(load_dir):
+    """(tag, tensor-parallel size) of the latest checkpoint in load_dir, or None if there is none."""
+    latest = os.path.join(load_dir, "latest")
+    if not os.path.isfile(latest):
+        return None
+    with open(latest) as f:
+        tag = f.read().strip()
+    folder = os.path.join(load_dir, tag)
+    if not os.path.isdir(folder):
+        raise UsageError(f"--load {load_dir}: 'latest' names {tag!r} but {folder} does not exist")
+    ranks = {int(m.group(1)) for name in os.listdir(folder) if (m := re.search(r"mp_rank_(\d+)_model_states", name))}
+    if not ranks:
+        raise UsageError(f"--load {load_dir}: {folder} holds no model states (mp_rank_*_model_states.pt)")
+    return tag, max(ranks) + 1
+
+
+def load_checkpoint(engine, args):
+    """Resume from args.load; returns (iteration, consumed samples)."""
+    layout = _checkpoint_layout(args.load)
+    if layout is None:
+        print_rank_0(f"warning: no checkpoint in --load {args.load} (no 'latest' file); training from scratch")
+        return 0, 0
+    tag, saved_tp = layout
+    if saved_tp != args.model_parallel_size:
+        raise UsageError(f"--load {args.load}: checkpoint {tag} was saved with --model-parallel-size {saved_tp} "
+                         f"but this run uses {args.model_parallel_size}; resume with --model-parallel-size "
+                         f"{saved_tp}, or convert the checkpoint to the new layout first")
+    full = not args.finetune
+    path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
+                                          load_optimizer_states=full and not args.no_load_optim,
+                                          load_lr_scheduler_states=full and not args.no_load_optim)
+    if path is None:
+        raise UsageError(f"--load {args.load}: DeepSpeed could not load checkpoint {tag}")
+    print_rank_0(f"loaded checkpoint {path}")
+    if args.finetune:
+        return 0, 0
+    if not args.no_load_rng and "rng_state" in client:
+        set_rng_state(client["rng_state"])
+    return client.get("iteration", 0), client.get("consumed_samples", 0)
+
+
+def save_checkpoint(engine, args, iteration, consumed_samples):
+    client_state = {"iteration": iteration, "consumed_samples": consumed_samples, "rng_state": rng_state(),
+                    "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list,
+                                                                                   tuple, type(None)))}}
+    engine.save_checkpoint(args.save, tag=f"global_step{iteration}", client_state=client_state)
+    print_rank_0(f"saved checkpoint at iteration {iteration} to {args.save}")
+
+
+def _data_loader(dataset, args, start_step=0):
+    """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them)."""
+    if dataset is None or mpu.get_model_parallel_rank() != 0:
+        return None
+    sampler = DistributedBatchSampler(len(dataset), args.batch_size, mpu.get_data_parallel_rank(),
+                                      mpu.get_data_parallel_world_size(), start_step=start_step)
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                                            persistent_workers=args.num_workers > 0))
+
+
+def _average_over_data_parallel(values):
+    """{name: python float} averaged over the data-parallel group."""
+    names = sorted(values)
+    tensor = torch.tensor([values[n] for n in names], dtype=torch.float64,
+                          device=get_accelerator().current_device_name())
+    dist.all_reduce(tensor, group=mpu.get_data_parallel_group())
+    tensor /= mpu.get_data_parallel_world_size()
+    return dict(zip(names, tensor.tolist()))
+
+
+class _StopSignal:
+    """SIGTERM (as schedulers send before killing a job) asks for a checkpoint and a clean exit."""
+
+    def __init__(self):
+        self.received = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def anywhere(self):
+        flag = torch.tensor([int(self.received)], device=get_accelerator().current_device_name())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def evaluate(forward_step, data_iterator, engine, args, iterations):
+    engine.eval()
+    totals = {}
+    with torch.no_grad():
+        for _ in range(iterations):
+            _, values = forward_step(data_iterator, engine, args)
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0.0) + float(value) / iterations
+    engine.train()
+    return _average_over_data_parallel(totals)
+
+
+def _report_evaluation(label, values, iteration, writer):
+    parts = []
+    for name, value in values.items():
+        parts.append(f"{name} value: {value:.6E}")
+        if name == "lm loss":
+            parts.append(f"lm loss PPL: {math.exp(min(20.0, value)):.6E}")
+        if writer:
+            writer.add_scalar(f"{label}/{name}", value, iteration)
+    line = f" {label} loss at {'iteration ' + str(iteration) if label == 'validation' else 'the end'} | " \
+           + " | ".join(parts) + " |"
+    print_rank_0("-" * len(line) + "\n" + line + "\n" + "-" * len(line))
+
+
+def _tensorboard(args):
+    if not args.tensorboard_dir or dist.get_rank() != 0:
+        return None
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(log_dir=args.tensorboard_dir)
+
+
+def pretrain(args, datasets_provider, model_provider, forward_step):
+    """Train as the flags say; returns {iteration: {name: value}} of the logged training losses.
+
+    model_provider(args, tokenizer) -> torch.nn.Module
+    datasets_provider(args, tokenizer, num_samples) -> (train, valid, test) datasets (None: no split)
+    forward_step(data_iterator, model, args) -> (loss to backpropagate, {name: float to log})
+    """
+    try:
+        return _pretrain(args, datasets_provider, model_provider, forward_step)
+    except (UsageError, ConfigError, TokenIdError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _setup(args, datasets_provider, model_provider):
+    initialize_distributed(args)
+    set_random_seed(args.seed)
+    dp = mpu.get_data_parallel_world_size()
+    ds_config = build_ds_config(args, dp)
+    tokenizer = make_tokenizer_from_args(args, model_parallel_size=args.model_parallel_size)
+    args.padded_vocab_size = tokenizer.padded_vocab_size
+    global_batch = args.batch_size * dp * args.gradient_accumulation_steps
+    evaluations = args.train_iters // args.eval_interval + 1
+    num_samples = (args.train_iters * global_batch, evaluations * args.eval_iters * global_batch,
+                   args.eval_iters * global_batch)
+    for turn in ("first", "rest"):  # rank 0 tokenizes and builds index caches; the others then read them
+        if (dist.get_rank() == 0) == (turn == "first"):
+            datasets = datasets_provider(args, tokenizer, num_samples)
+        dist.barrier()
+    if args.deepspeed_activation_checkpointing:
+        deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
+        mpu.set_checkpointing_implementation(deepspeed.checkpointing)
+        mpu.model_parallel_cuda_manual_seed(args.seed)
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu,
+                             enabled=ds_config["zero_optimization"]["stage"] == 3):
+        model = model_provider(args, tokenizer)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=param_groups(model), config=ds_config, mpu=mpu,
+        lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
+    return engine, tokenizer, datasets, global_batch
+
+
+def _pretrain(args, datasets_provider, model_provider, forward_step):
+    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(args, datasets_provider,
+                                                                                   model_provider)
+    parameters = count_parameters(engine.module)
+    print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, data "
+                 f"parallel {mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
+                 f"{engine.zero_optimization_stage()}, {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
+                 f"{get_accelerator().device_name()}")
+    iteration, consumed = load_checkpoint(engine, args) if args.load else (0, 0)
+    accumulation = args.gradient_accumulation_steps
+    start_step = iteration * accumulation if args.resume_dataloader else 0
+    train_iterator = _data_loader(train_data, args, start_step)
+    valid_iterator = _data_loader(valid_data, args)
+    writer = _tensorboard(args)
+    stop = _StopSignal()
+    flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
+    history, window, window_start = {}, {}, time.time()
+    last_saved = None
+    while iteration < args.train_iters:
+        values, norm = {}, None
+        for _ in range(accumulation):
+            loss, step_values = forward_step(train_iterator, engine, args)
+            engine.backward(loss)
+            if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0 \
+                    and not (args.bf16 or args.fp16):
+                norm = mpu.grad_norm(engine.module.parameters())  # DeepSpeed does not keep it on this path
+            engine.step()
+            for name, value in step_values.items():
+                values[name] = values.get(name, 0.0) + float(value) / accumulation
+        iteration += 1
+        consumed += global_batch
+        values = _average_over_data_parallel(values)
+        history[iteration] = values
+        if engine.get_global_grad_norm() is not None:
+            norm = engine.get_global_grad_norm()
+        for name, value in values.items():
+            window[name] = window.get(name, 0.0) + value
+        if iteration % args.log_interval == 0:
+            elapsed = (time.time() - window_start) / args.log_interval
+            _log_iteration(args, engine, iteration, consumed, elapsed, window, norm, global_batch, flops_per_token,
+                           writer)
+            window, window_start = {}, time.time()
+        if valid_iterator is not None and args.eval_iters > 0 and iteration % args.eval_interval == 0:
+            _report_evaluation("validation", evaluate(forward_step, valid_iterator, engine, args, args.eval_iters),
+                               iteration, writer)
+        stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
+        if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
+            save_checkpoint(engine, args, iteration, consumed)
+            last_saved = iteration
+        if stopping:
+            print_rank_0(f"exiting at iteration {iteration} ({'--exit-interval' if not stop.received else 'SIGTERM'})")
+            return history
+    if args.save and last_saved != iteration:
+        save_checkpoint(engine, args, iteration, consumed)
+    test_iterator = _data_loader(test_data, args)
+    if test_iterator is not None and args.eval_iters > 0:
+        _report_evaluation("test", evaluate(forward_step, test_iterator, engine, args, args.eval_iters), iteration,
+                           writer)
+    if writer:
+        writer.close()
+    return history
+
+
+def _log_iteration(args, engine, iteration, consumed, elapsed, window, norm, global_batch, flops_per_token,
+                   writer):
+    tokens_per_second = global_batch * args.seq_length / elapsed
+    tflops = tokens_per_second * flops_per_token / dist.get_world_size() / 1e12
+    learning_rate = engine.get_lr()[0]
+    loss_scale = engine.optimizer.cur_scale if args.fp16 else 1.0
+    scalars = {"learning rate": learning_rate, "loss scale": loss_scale, "tokens per second": tokens_per_second,
+               "TFLOP/s per device": tflops, **{n: v / args.log_interval for n, v in window.items()}}
+    if norm is not None:
+        scalars["grad norm"] = float(norm)
+    line = (f" iteration {iteration:8d}/{args.train_iters:8d} | consumed samples: {consumed:12d} | "
+            f"elapsed time per iteration (ms): {elapsed * 1000:.1f} | learning rate: {learning_rate:.3E} | "
+            + "".join(f"{name}: {v / args.log_interval:.6E} | " for name, v in window.items())
+            + f"loss scale: {loss_scale:.1f} | "
+            + (f"grad norm: {float(norm):.3f} | " if norm is not None else "")
+            + (f"number of skipped iterations: {engine.skipped_steps} | " if args.fp16 else "")
+            + f"tokens per second: {tokens_per_second:.1f} | TFLOP/s per device: {tflops:.3f} |")
+    print_rank_0(line)
+    if writer:
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, iteration)
