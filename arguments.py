@@ -184,7 +184,7 @@ def add_tokenizer_args(parser):
                        metavar=("PAD", "UNK", "BOS", "EOS"),
                        help="SentencePiece training: ids of <pad>, <unk>, <s>, </s> (-1 leaves one out)")
     group.add_argument("--make-vocab-size-divisible-by", type=int, default=128,
-                       help="pad the vocabulary to a multiple of this times the model-parallel size")
+                       help="pad the vocabulary to a multiple of this (and of the model-parallel size)")
     return parser
 
 

@@ -2,12 +2,13 @@
 
 Every tokenizer offers `tokenize(text) -> list[int]`, `detokenize(ids) -> str`, `vocab_size` (the
 text vocabulary) and `padded_vocab_size` (what the embedding is built with: rounded up to a
-multiple of make_vocab_size_divisible_by x tensor-parallel size, as Megatron-LM does), and the
+multiple of make_vocab_size_divisible_by that the tensor-parallel size divides), and the
 special ids it has among `eod`, `pad`, `cls`, `sep`, `mask`; asking for one it lacks is an error.
 """
 
 import importlib.util
 import json
+import math
 import os
 import tempfile
 
@@ -16,8 +17,13 @@ TOKENIZER_TYPES = ("GPT2BPETokenizer", "BertWordPieceLowerCase", "BertWordPieceC
 
 
 def padded_vocab_size(vocab_size, make_vocab_size_divisible_by=128, model_parallel_size=1):
-    """Round vocab_size up so that every tensor-parallel shard has the same, aligned size."""
-    multiple = make_vocab_size_divisible_by * model_parallel_size
+    """Round vocab_size up so that every tensor-parallel shard has the same, aligned size.
+
+    The multiple is lcm(make_vocab_size_divisible_by, model_parallel_size), not Megatron-LM's product:
+    with the default 128 the padded size is then the same at TP 1, 2, 4, ... 128, so a model (and its
+    checkpoint) is the same model at any of those tensor-parallel sizes.
+    """
+    multiple = math.lcm(make_vocab_size_divisible_by, model_parallel_size)
     return -(-vocab_size // multiple) * multiple
 
 

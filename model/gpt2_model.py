@@ -21,8 +21,9 @@ class GPT2Model(torch.nn.Module):
         self.max_sequence_length = max_sequence_length
         init = init_normal(init_method_std)
         self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
-        self.position_embeddings = torch.nn.Embedding(max_sequence_length, hidden_size)
-        init(self.position_embeddings.weight)
+        # a parameter of this module, not an nn.Embedding: under ZeRO-3 a submodule's parameters are
+        # partitioned as soon as the submodule is built, too early to initialise them here
+        self.position_embeddings = torch.nn.Parameter(init(torch.empty(max_sequence_length, hidden_size)))
         self.embedding_dropout = torch.nn.Dropout(embedding_dropout)
         deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
         self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
@@ -38,7 +39,8 @@ class GPT2Model(torch.nn.Module):
                              f"{self.max_sequence_length}")
         if position_ids is None:
             position_ids = torch.arange(seq, device=tokens.device).unsqueeze(0)
-        hidden = self.embedding_dropout(self.word_embeddings(tokens) + self.position_embeddings(position_ids))
+        positions = torch.nn.functional.embedding(position_ids, self.position_embeddings)
+        hidden = self.embedding_dropout(self.word_embeddings(tokens) + positions)
         hidden = self.transformer(hidden)
         logits = torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
         return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)

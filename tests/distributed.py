@@ -38,10 +38,9 @@ def _worker(rank, world_size, port, tasks, results):
     while (task := tasks.get()) is not None:
         fn, args = task
         try:
-            fn(*args)
-            results.put((rank, None))
+            results.put((rank, None, fn(*args)))
         except BaseException:
-            results.put((rank, traceback.format_exc()))
+            results.put((rank, traceback.format_exc(), None))
         finally:
             mpu.destroy_model_parallel()
             mpu.set_checkpointing_implementation(None)
@@ -55,23 +54,24 @@ class _Pool:
         self.results = context.Queue()
         port = _free_port()
         self.processes = [context.Process(target=_worker, args=(rank, world_size, port, self.tasks[rank], self.results),
-                                          daemon=True) for rank in range(world_size)]
+                                          daemon=False) for rank in range(world_size)]
         for process in self.processes:
             process.start()
 
     def run(self, fn, args):
         for task_queue in self.tasks:
             task_queue.put((fn, args))
-        failures = []
+        failures, values = [], [None] * self.world_size
         for _ in range(self.world_size):
             try:
-                rank, error = self.results.get(timeout=TASK_TIMEOUT_S)
+                rank, error, value = self.results.get(timeout=TASK_TIMEOUT_S)
             except queue.Empty:
                 failures.append(f"no answer within {TASK_TIMEOUT_S} s")
                 break
             if error is not None:
                 failures.append(f"rank {rank}:\n{error}")
-        return failures
+            values[rank] = value
+        return failures, values
 
     def close(self):
         for task_queue, process in zip(self.tasks, self.processes):
@@ -87,15 +87,16 @@ _POOLS = {}
 
 
 def run_distributed(world_size, fn, *args):
-    """Call fn(*args) on every rank of a `world_size`-rank gloo world.
+    """Call fn(*args) on every rank of a `world_size`-rank gloo world; return what each rank returned.
 
-    `fn` must be a module-level function (it is pickled to the ranks).
+    `fn` must be a module-level function (it is pickled to the ranks), and so must what it returns.
     """
     pool = _POOLS.get(world_size) or _POOLS.setdefault(world_size, _Pool(world_size))
-    failures = pool.run(fn, args)
+    failures, values = pool.run(fn, args)
     if failures:
         _POOLS.pop(world_size).close()
         raise AssertionError(f"{fn.__name__} failed on {world_size} ranks:\n" + "\n".join(failures))
+    return values
 
 
 @atexit.register

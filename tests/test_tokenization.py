@@ -83,9 +83,10 @@ def test_character_level_round_trips_any_text():
 
 def test_padded_vocab_size_by_hand():
     assert padded_vocab_size(50257, 128, 1) == 50304  # 393 * 128
-    assert padded_vocab_size(50257, 128, 2) == 50432  # 197 * 256
+    assert padded_vocab_size(50257, 128, 2) == 50304  # the same at TP 2: 128 is a multiple of 2
+    assert padded_vocab_size(50257, 128, 3) == 50304  # lcm 384; 131 * 384
+    assert padded_vocab_size(50257, 100, 8) == 50400  # lcm 200; 252 * 200
     assert padded_vocab_size(30522, 8, 1) == 30528
-    assert padded_vocab_size(256, 128, 2) == 256
 
 
 def test_bad_tokenizer_inputs_are_clear_errors(tmp_path, bert_vocab_file):
