@@ -233,7 +233,8 @@ def _tensorboard(args):
 
 
 def pretrain(args, datasets_provider, model_provider, forward_step):
-    """Train as the flags say; returns {iteration: {name: value}} of the logged training losses.
+    """Train as the flags say; returns {iteration: {name: value}}: the training losses and the learning
+    rate of the engine's optimizer after that iteration's step.
 
     model_provider(args, tokenizer) -> torch.nn.Module
     datasets_provider(args, tokenizer, num_samples) -> (train, valid, test) datasets (None: no split)
@@ -306,7 +307,7 @@ def _pretrain(args, datasets_provider, model_provider, forward_step):
         iteration += 1
         consumed += global_batch
         values = _average_over_data_parallel(values)
-        history[iteration] = values
+        history[iteration] = {**values, "learning rate": engine.get_lr()[0]}
         if engine.get_global_grad_norm() is not None:
             norm = engine.get_global_grad_norm()
         for name, value in values.items():

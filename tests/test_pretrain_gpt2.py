@@ -8,39 +8,13 @@ import os
 import pytest
 import torch
 
-from data_utils.corpora import resolve_corpus, tokenized_corpus
-from data_utils.tokenization import make_tokenizer
 from distributed import run_distributed
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ITERS = 20
-
+from gpt2_runs import ITERS, train_argv, train
 
 @pytest.fixture(scope="module")
-def data_prefix(tmp_path_factory):
-    """The bundled corpus tokenized with GPT-2's BPE."""
-    return tokenized_corpus(resolve_corpus("sample"), make_tokenizer("GPT2BPETokenizer"),
-                            str(tmp_path_factory.mktemp("gpt2-data")))
-
-
-def _argv(data_prefix, *extra, batch_size=8):
-    return ["--model-size", "tiny", "--seq-length", "32", "--batch-size", str(batch_size), "--train-iters", str(ITERS),
-            "--log-interval", "1", "--eval-iters", "0", "--attention-dropout", "0", "--hidden-dropout", "0",
-            "--lr", "1e-3", "--warmup", "0.1", "--data-path", data_prefix,
-            "--data-cache-dir", os.path.dirname(data_prefix), *extra]
-
-
-def _train(argv):
-    """pretrain_gpt2.main on this rank; the logged lm loss per iteration."""
-    import pretrain_gpt2
-    history = pretrain_gpt2.main(argv)
-    return [history[i]["lm loss"] for i in sorted(history)]
-
-
-@pytest.fixture(scope="module")
-def reference(data_prefix):
+def reference(gpt2_data_prefix):
     """One process, micro batch 8."""
-    (losses,) = run_distributed(1, _train, _argv(data_prefix))
+    (losses,) = run_distributed(1, train, train_argv(gpt2_data_prefix))
     assert len(losses) == ITERS and losses[-1] < losses[0] - 0.5, f"loss must fall: {losses}"
     return losses
 
@@ -67,9 +41,9 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_losses_agree_across_layouts(layout, reference, data_prefix):
+def test_losses_agree_across_layouts(layout, reference, gpt2_data_prefix):
     world_size, extra, batch_size = LAYOUTS[layout]
-    losses = run_distributed(world_size, _train, _argv(data_prefix, *extra, batch_size=batch_size))
+    losses = run_distributed(world_size, train, train_argv(gpt2_data_prefix, *extra, batch_size=batch_size))
     for rank_losses in losses:
         _assert_same_losses(rank_losses, reference)
 
@@ -79,12 +53,12 @@ def _model_states(save_dir, iteration):
     return torch.load(path, map_location="cpu", weights_only=False)["module"]
 
 
-def test_resume_continues_the_same_run(tmp_path, data_prefix, reference):
+def test_resume_continues_the_same_run(tmp_path, gpt2_data_prefix, reference):
     unbroken, resumed = str(tmp_path / "unbroken"), str(tmp_path / "resumed")
-    (full,) = run_distributed(1, _train, _argv(data_prefix, "--save", unbroken))
-    (first,) = run_distributed(1, _train, _argv(data_prefix, "--save", resumed, "--exit-interval", "10"))
+    (full,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--save", unbroken))
+    (first,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--save", resumed, "--exit-interval", "10"))
     assert len(first) == 10 and os.path.isfile(os.path.join(resumed, "latest"))
-    (second,) = run_distributed(1, _train, _argv(data_prefix, "--save", resumed, "--load", resumed))
+    (second,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--save", resumed, "--load", resumed))
     assert len(second) == ITERS - 10
     assert first + second == full, "iterations 11-20 after resuming must log the unbroken run's losses"
     _assert_same_losses(full, reference, rtol=1e-6)
@@ -107,28 +81,30 @@ def _expect_error(argv):
     return lines[0]
 
 
-def _errors_body(data_prefix, tmp, world_size):
+def _errors_body(gpt2_data_prefix, tmp, world_size):
     messages = {}
     if world_size == 1:
-        messages["fp16"] = _expect_error(_argv(data_prefix, "--fp16"))
+        messages["fp16"] = _expect_error(train_argv(gpt2_data_prefix, "--fp16"))
         config = os.path.join(tmp, "batch.json")
         with open(config, "w") as f:
             f.write('{"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4}')
-        messages["batch"] = _expect_error(_argv(data_prefix, "--deepspeed_config", config, batch_size=4))
-        messages["heads"] = _expect_error(_argv(data_prefix, "--num-attention-heads", "2", "--model-parallel-size", "4"))
+        messages["batch"] = _expect_error(train_argv(gpt2_data_prefix, "--deepspeed_config", config, batch_size=4))
+        messages["heads"] = _expect_error(train_argv(gpt2_data_prefix, "--num-attention-heads", "2",
+                                                     "--model-parallel-size", "4"))
         return messages
-    messages["world"] = _expect_error(_argv(data_prefix, "--model-parallel-size", "4", "--num-attention-heads", "4"))
-    messages["layout"] = _expect_error(_argv(data_prefix, "--model-parallel-size", "2", "--load",
-                                             os.path.join(tmp, "tp1")))
+    messages["world"] = _expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "4",
+                                                 "--num-attention-heads", "4"))
+    messages["layout"] = _expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "2",
+                                                  "--load", os.path.join(tmp, "tp1")))
     return messages
 
 
-def test_bad_setups_stop_with_one_clear_message(tmp_path, data_prefix):
-    run_distributed(1, _train, _argv(data_prefix, "--save", str(tmp_path / "tp1"), "--train-iters", "2"))
-    (single,) = run_distributed(1, _errors_body, data_prefix, str(tmp_path), 1)
+def test_bad_setups_stop_with_one_clear_message(tmp_path, gpt2_data_prefix):
+    run_distributed(1, train, train_argv(gpt2_data_prefix, "--save", str(tmp_path / "tp1"), "--train-iters", "2"))
+    (single,) = run_distributed(1, _errors_body, gpt2_data_prefix, str(tmp_path), 1)
     assert "--fp16: DeepSpeed does not support fp16 on the CPU accelerator" in single["fp16"] and "--bf16" in single["fp16"]
     assert "train_batch_size 10 is not divisible by micro batch 4 x data-parallel size 1" in single["batch"]
     assert "--num-attention-heads 2 is not divisible by --model-parallel-size 4" in single["heads"]
-    double = run_distributed(2, _errors_body, data_prefix, str(tmp_path), 2)[0]
+    double = run_distributed(2, _errors_body, gpt2_data_prefix, str(tmp_path), 2)[0]
     assert "world size 2 is not divisible by --model-parallel-size 4" in double["world"]
     assert "was saved with --model-parallel-size 1 but this run uses 2" in double["layout"]
