@@ -1,0 +1,50 @@
+"""The launch scripts as users run them: real launchers, real processes, the log as users read it."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOG_LINE = re.compile(r" iteration +\d+/ +\d+ \| consumed samples: +\d+ \| elapsed time per iteration \(ms\): [\d.]+ \| "
+                      r"learning rate: [\d.]+E[+-]\d+ \| lm loss: \d\.\d{6}E[+-]\d\d \| loss scale: [\d.]+ \| "
+                      r"grad norm: [\d.]+ \| tokens per second: [\d.]+ \| TFLOP/s per device: [\d.]+ \|")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _script(name, env, *flags):
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")  # this venv's launchers
+    environment = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", name), *flags], capture_output=True, text=True,
+                          env=environment, cwd=REPO, timeout=600)
+
+
+def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, gpt2_data_prefix):
+    checkpoints = tmp_path / "checkpoints"
+    result = _script("ds_pretrain_gpt2.sh",
+                     {"NUM_GPUS": "2", "TRAIN_ITERS": "4", "NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "SEQ_LENGTH": "32",
+                      "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(_free_port())},
+                     "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path), "--log-interval", "2",
+                     "--eval-interval", "2", "--eval-iters", "1", "--tensorboard-dir", str(tmp_path / "runs"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert len(LOG_LINE.findall(output)) == 2, output[-4000:]
+    assert "validation loss at iteration 2 | lm loss value:" in output and "lm loss PPL:" in output
+    assert "data parallel 2" in output and "ZeRO stage 2, bf16" in output
+    assert (checkpoints / "latest").read_text().strip() == "global_step4"
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "runs"))
+
+
+def test_fp16_on_cpu_is_one_clear_line(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--fp16", "--model-size", "tiny",
+                             "--data-cache-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert errors == ["error: --fp16: DeepSpeed does not support fp16 on the CPU accelerator (\"Type fp16 is not "
+                      "supported on your device\"); use --bf16 on CPU, or run on a GPU"]
