@@ -165,7 +165,8 @@ def save_checkpoint(engine, args, iteration, consumed_samples):
 
 
 def _data_loader(dataset, args, start_step=0):
-    """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them)."""
+    """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them, so
+    whether to run a step must be decided from the dataset, which every rank has, not from this)."""
     if dataset is None or mpu.get_model_parallel_rank() != 0:
         return None
     sampler = DistributedBatchSampler(len(dataset), args.batch_size, mpu.get_data_parallel_rank(),
@@ -317,7 +318,7 @@ def _pretrain(args, datasets_provider, model_provider, forward_step):
             _log_iteration(args, engine, iteration, consumed, elapsed, window, norm, global_batch, flops_per_token,
                            writer)
             window, window_start = {}, time.time()
-        if valid_iterator is not None and args.eval_iters > 0 and iteration % args.eval_interval == 0:
+        if valid_data is not None and args.eval_iters > 0 and iteration % args.eval_interval == 0:
             _report_evaluation("validation", evaluate(forward_step, valid_iterator, engine, args, args.eval_iters),
                                iteration, writer)
         stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
@@ -329,10 +330,9 @@ def _pretrain(args, datasets_provider, model_provider, forward_step):
             return history
     if args.save and last_saved != iteration:
         save_checkpoint(engine, args, iteration, consumed)
-    test_iterator = _data_loader(test_data, args)
-    if test_iterator is not None and args.eval_iters > 0:
-        _report_evaluation("test", evaluate(forward_step, test_iterator, engine, args, args.eval_iters), iteration,
-                           writer)
+    if test_data is not None and args.eval_iters > 0:
+        _report_evaluation("test", evaluate(forward_step, _data_loader(test_data, args), engine, args,
+                                            args.eval_iters), iteration, writer)
     if writer:
         writer.close()
     return history

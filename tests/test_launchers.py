@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -48,3 +49,22 @@ def test_fp16_on_cpu_is_one_clear_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert errors == ["error: --fp16: DeepSpeed does not support fp16 on the CPU accelerator (\"Type fp16 is not "
                       "supported on your device\"); use --bf16 on CPU, or run on a GPU"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, gpt2_data_prefix):
+    checkpoints = tmp_path / "checkpoints"
+    command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny", "--seq-length", "32",
+               "--train-iters", "100000", "--log-interval", "1", "--eval-iters", "0", "--data-path", gpt2_data_prefix,
+               "--data-cache-dir", str(tmp_path), "--save", str(checkpoints)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(" iteration "):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-3000:]
+    stopped = re.search(r"exiting at iteration (\d+) \(SIGTERM\)", output)
+    assert stopped, output[-3000:]
+    assert (checkpoints / "latest").read_text().strip() == f"global_step{stopped.group(1)}"

@@ -1,0 +1,19 @@
+# Sourced by the GPT-2 launch scripts: sizes and schedule from the environment, with defaults that
+# train a small model on a CPU in minutes, collected in GPT2_ARGS. A script may set BATCH_SIZE or
+# CHECKPOINT_DIR before sourcing this to change their defaults.
+NUM_LAYERS=${NUM_LAYERS:-4}
+HIDDEN_SIZE=${HIDDEN_SIZE:-128}
+NUM_HEADS=${NUM_HEADS:-4}
+SEQ_LENGTH=${SEQ_LENGTH:-128}
+BATCH_SIZE=${BATCH_SIZE:-8}
+TRAIN_ITERS=${TRAIN_ITERS:-300}
+LR=${LR:-2e-3}
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/gpt2}
+
+GPT2_ARGS=(
+    --num-layers "$NUM_LAYERS" --hidden-size "$HIDDEN_SIZE" --num-attention-heads "$NUM_HEADS"
+    --seq-length "$SEQ_LENGTH" --batch-size "$BATCH_SIZE" --train-iters "$TRAIN_ITERS"
+    --lr "$LR" --lr-decay-style cosine --min-lr 1e-4 --warmup 0.05 --weight-decay 0.01 --clip-grad 1.0
+    --log-interval 10 --eval-interval 100 --eval-iters 10 --split 949,50,1
+    --save "$CHECKPOINT_DIR" --load "$CHECKPOINT_DIR" --save-interval 100
+)

@@ -1,0 +1,52 @@
+"""Every declared flag is read somewhere (a flag parsed and never used is a silent lie), and --help reads."""
+
+import argparse
+import glob
+import os
+import re
+
+import pytest
+
+import arguments
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _our_actions():
+    parser = argparse.ArgumentParser()
+    for add in (arguments.add_model_args, arguments.add_regularization_args, arguments.add_training_args,
+                arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
+                arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
+                arguments.add_data_args, arguments.add_tokenizer_args):
+        add(parser)
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+def _source_without_declarations():
+    files = [f for pattern in ("*.py", "model/*.py", "data_utils/*.py", "mpu/*.py", "scripts/*.py")
+             for f in glob.glob(os.path.join(REPO, pattern))]
+    text = "\n".join(open(f, encoding="utf-8").read() for f in files)
+    return re.sub(r"add_argument\((?:[^()]|\([^()]*\))*\)", "", text)
+
+
+@pytest.mark.parametrize("action", _our_actions(), ids=lambda a: a.option_strings[0])
+def test_every_flag_is_read(action):
+    source = _source_without_declarations()
+    used = re.search(rf"args\.{action.dest}\b", source) or any(f'"{flag}"' in source for flag in action.option_strings)
+    assert used, f"{action.option_strings[0]} is declared but never read"
+
+
+def test_help_lists_the_groups(capsys):
+    with pytest.raises(SystemExit):
+        arguments.get_args(["--help"])
+    text = capsys.readouterr().out
+    for group in ("model:", "regularization:", "training:", "learning rate:", "checkpointing:", "mixed precision:",
+                  "distributed:", "validation:", "data:", "tokenizer:", "DeepSpeed:"):
+        assert group in text, group
+
+
+def test_presets_and_explicit_flags():
+    args = arguments.get_args(["--model-size", "gpt2-350m", "--num-layers", "3", "--seq-length", "64"])
+    assert (args.num_layers, args.hidden_size, args.num_attention_heads) == (3, 1024, 16)
+    assert args.max_position_embeddings == 64 and args.lr_decay_iters == args.train_iters
+    assert {"model_size", "num_layers", "seq_length"} <= args.explicit and "lr" not in args.explicit
