@@ -159,6 +159,21 @@ def add_data_args(parser):
     return parser
 
 
+def add_bert_args(parser):
+    group = parser.add_argument_group("BERT")
+    group.add_argument("--max-preds-per-seq", type=int, default=None,
+                       help="masked positions per sample at most (default: 15%% of --seq-length, rounded up)")
+    group.add_argument("--masked-lm-prob", type=float, default=0.15, help="share of tokens masked")
+    group.add_argument("--short-seq-prob", type=float, default=0.1, help="share of samples shorter than --seq-length")
+    group.add_argument("--sentence-order-prediction", action="store_true",
+                       help="binary head predicts swapped segment order (ALBERT) instead of a random next segment")
+    group.add_argument("--presplit-sentences", action="store_true",
+                       help="--train-data has one sentence per line (scripts/presplit_sentences_json.py)")
+    group.add_argument("--bert-pre-layernorm", action="store_true",
+                       help="pre-LayerNorm blocks (more stable at depth) instead of the original post-LayerNorm")
+    return parser
+
+
 def add_tokenizer_args(parser):
     group = parser.add_argument_group("tokenizer")
     group.add_argument("--tokenizer-type", default="GPT2BPETokenizer", choices=TOKENIZER_TYPES + ("BertWordPieceTokenizer",),
@@ -209,7 +224,7 @@ def make_tokenizer_from_args(args, train_texts=None, model_parallel_size=1):
 def add_all_args(parser):
     for add in (add_model_args, add_regularization_args, add_training_args, add_initialization_args,
                 add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args, add_distributed_args,
-                add_validation_args, add_data_args, add_tokenizer_args):
+                add_validation_args, add_data_args, add_bert_args, add_tokenizer_args):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)

@@ -13,6 +13,7 @@ import mpu
 import training
 from arguments import get_args
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
+from data_utils.dataset_builder import parse_data_path
 from data_utils.gpt2_dataset import build_gpt2_datasets
 from data_utils.indexed_dataset import check_dataset
 from model import GPT2Model
@@ -36,7 +37,7 @@ def datasets_provider(args, tokenizer, num_samples):
         corpus = resolve_corpus(args.train_data or "sample", args.text_key)
         data_path = [tokenized_corpus(corpus, tokenizer, args.data_cache_dir or os.path.join(REPO_DATA, "cache"))]
     if args.check_dataset:
-        for prefix in data_path[len(data_path) % 2::2] if len(data_path) > 1 else data_path:
+        for _, prefix in parse_data_path(data_path):
             training.print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
         raise SystemExit(0)
     return build_gpt2_datasets(data_path, args.split, num_samples, args.seq_length, args.seed,

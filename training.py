@@ -233,36 +233,38 @@ def _tensorboard(args):
     return SummaryWriter(log_dir=args.tensorboard_dir)
 
 
-def pretrain(args, datasets_provider, model_provider, forward_step):
+def pretrain(args, datasets_provider, model_provider, forward_step, tokenizer_training_texts=None):
     """Train as the flags say; returns {iteration: {name: value}}: the training losses and the learning
     rate of the engine's optimizer after that iteration's step.
 
     model_provider(args, tokenizer) -> torch.nn.Module
     datasets_provider(args, tokenizer, num_samples) -> (train, valid, test) datasets (None: no split)
     forward_step(data_iterator, model, args) -> (loss to backpropagate, {name: float to log})
+    tokenizer_training_texts(args) -> texts to train a SentencePiece model on, if --tokenizer-path is missing
     """
     try:
-        return _pretrain(args, datasets_provider, model_provider, forward_step)
+        return _pretrain(args, datasets_provider, model_provider, forward_step, tokenizer_training_texts)
     except (UsageError, ConfigError, TokenIdError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
-def _setup(args, datasets_provider, model_provider):
+def _setup(args, datasets_provider, model_provider, tokenizer_training_texts):
     initialize_distributed(args)
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
     ds_config = build_ds_config(args, dp)
-    tokenizer = make_tokenizer_from_args(args, model_parallel_size=args.model_parallel_size)
-    args.padded_vocab_size = tokenizer.padded_vocab_size
     global_batch = args.batch_size * dp * args.gradient_accumulation_steps
     evaluations = args.train_iters // args.eval_interval + 1
     num_samples = (args.train_iters * global_batch, evaluations * args.eval_iters * global_batch,
                    args.eval_iters * global_batch)
-    for turn in ("first", "rest"):  # rank 0 tokenizes and builds index caches; the others then read them
+    for turn in ("first", "rest"):  # rank 0 trains a tokenizer, tokenizes, builds index caches; the rest read them
         if (dist.get_rank() == 0) == (turn == "first"):
+            train_texts = tokenizer_training_texts(args) if tokenizer_training_texts else None
+            tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
             datasets = datasets_provider(args, tokenizer, num_samples)
         dist.barrier()
+    args.padded_vocab_size = tokenizer.padded_vocab_size
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)
@@ -276,9 +278,9 @@ def _setup(args, datasets_provider, model_provider):
     return engine, tokenizer, datasets, global_batch
 
 
-def _pretrain(args, datasets_provider, model_provider, forward_step):
-    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(args, datasets_provider,
-                                                                                   model_provider)
+def _pretrain(args, datasets_provider, model_provider, forward_step, tokenizer_training_texts):
+    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
+        args, datasets_provider, model_provider, tokenizer_training_texts)
     parameters = count_parameters(engine.module)
     print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, data "
                  f"parallel {mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "

@@ -14,6 +14,7 @@ sample is the same whatever order it is read in.
 import numpy as np
 
 from .atomic import cached_index
+from .dataset_builder import build_datasets
 from .indexed_dataset import check_token_ids
 
 
@@ -127,3 +128,12 @@ def _truncate_pair(a, b, max_tokens, rng):
         else:
             b = b[1:] if rng.random_sample() < 0.5 else b[:-1]
     return a, b
+
+
+def build_bert_datasets(data_path, split, num_samples, max_seq_length, seed, tokenizer, cache_dir=None, **options):
+    """BERT train, valid and test datasets from sentence-level `--data-path` values (see
+    dataset_builder.build_datasets); options go to BertSentencePairDataset."""
+    def make(name, indexed, first_document, end_document, samples):
+        return BertSentencePairDataset(name, indexed, np.arange(first_document, end_document), samples,
+                                       max_seq_length, seed, tokenizer, cache_dir=cache_dir, **options)
+    return build_datasets(data_path, split, num_samples, make)

@@ -46,26 +46,33 @@ def resolve_corpus(name_or_path, text_key="text"):
     raise FileNotFoundError(f"{name_or_path!r} is neither a named corpus ({', '.join(NAMED_CORPORA)}) nor a file")
 
 
-def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True):
+def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True, sentences=None):
     """Prefix of `corpus` tokenized into .bin/.idx under cache_dir (built on first use, reused while
-    newer than the corpus). One process only: for large corpora run scripts/preprocess_data.py with
-    --workers and train with --data-path."""
+    newer than the corpus). sentences: None for one sequence per document (`_document`), "split" to
+    split with data_utils.sentences, "lines" for presplit text with one sentence per line (both
+    `_sentence`, as BERT reads). One process only: for large corpora run scripts/preprocess_data.py
+    with --workers and train with --data-path."""
     import hashlib
 
     import numpy as np
 
     from .indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype
     from .lazy_loader import LooseJsonDataset
-    identity = "|".join(str(getattr(tokenizer, attribute, "")) for attribute in ("name", "vocab_size", "source"))
-    digest = hashlib.sha1(f"{identity}|{corpus.text_key}|{int(append_eod)}".encode()).hexdigest()[:10]
-    prefix = os.path.join(cache_dir, f"{corpus.name}_{tokenizer.name}_{digest}_{corpus.text_key}_document")
+    from .sentences import split_sentences
+    identity = f"{tokenizer.name}|{tokenizer.vocab_size}|{tokenizer.source}|{corpus.text_key}|{int(append_eod)}"
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:10]
+    level = "document" if sentences is None else "sentence"
+    prefix = os.path.join(cache_dir, f"{corpus.name}_{tokenizer.name}_{digest}_{sentences or ''}_{corpus.text_key}_{level}")
     if os.path.isfile(prefix + ".idx") and os.path.getmtime(prefix + ".idx") >= os.path.getmtime(corpus.path):
         return prefix
     os.makedirs(cache_dir, exist_ok=True)
-    documents = LooseJsonDataset(corpus.path, corpus.text_key)
+    pieces = {None: lambda text: [text], "split": split_sentences,
+              "lines": lambda text: [line for line in text.split("\n") if line.strip()]}[sentences]
     builder = IndexedDatasetBuilder(prefix, best_fitting_dtype(tokenizer.vocab_size), tokenizer.vocab_size)
-    for text in documents:
-        ids = tokenizer.tokenize(text) + ([tokenizer.eod] if append_eod else [])
-        builder.add_document([np.asarray(ids)])
+    for text in LooseJsonDataset(corpus.path, corpus.text_key):
+        sequences = [ids for ids in map(tokenizer.tokenize, pieces(text)) if ids]
+        if append_eod and sequences:
+            sequences[-1].append(tokenizer.eod)
+        builder.add_document([np.asarray(ids) for ids in sequences])
     builder.finalize()
     return prefix

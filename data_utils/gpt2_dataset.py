@@ -11,20 +11,8 @@ built once and cached next to the data.
 import numpy as np
 
 from .atomic import cached_index
+from .dataset_builder import build_datasets
 from .indexed_dataset import check_token_ids
-
-
-def parse_split(split, num_documents):
-    """`--split 949,50,1` -> [(start, end)] document ranges of train, valid and test."""
-    try:
-        weights = [float(w) for w in str(split).replace("/", ",").split(",")]
-    except ValueError:
-        raise ValueError(f"--split {split!r}: expected up to three numbers such as 949,50,1") from None
-    if not 1 <= len(weights) <= 3 or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"--split {split!r}: expected one to three non-negative weights with a positive sum")
-    weights += [0.0] * (3 - len(weights))
-    bounds = np.round(np.cumsum([0.0] + weights) / sum(weights) * num_documents).astype(np.int64)
-    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(3)]
 
 
 def _build_index(sizes, num_samples, seq_length, rng):
@@ -88,80 +76,9 @@ class GPT2Dataset:
         return {"text": tokens}
 
 
-class BlendableDataset:
-    """Samples drawn from several datasets in proportion to weights, deterministically.
-
-    The j-th sample of dataset d is placed at time (j + 0.5) / w_d and the merged order is by time, so
-    after any n samples each dataset has been drawn within one sample of n * w_d.
-    """
-
-    def __init__(self, datasets, weights, num_samples):
-        weights = np.asarray(weights, dtype=np.float64)
-        if len(datasets) != len(weights) or (weights <= 0).any():
-            raise ValueError("--data-path: every dataset needs a positive weight")
-        weights = weights / weights.sum()
-        self.datasets = datasets
-        counts = [int(np.ceil(w * num_samples)) + 1 for w in weights]
-        times = np.concatenate([(np.arange(c) + 0.5) / w for c, w in zip(counts, weights)])
-        which = np.concatenate([np.full(c, d, dtype=np.int64) for d, c in enumerate(counts)])
-        local = np.concatenate([np.arange(c, dtype=np.int64) for c in counts])
-        order = np.argsort(times, kind="stable")[:num_samples]
-        self.dataset_index, self.dataset_sample_index = which[order], local[order]
-        for d, dataset in enumerate(datasets):
-            needed = int((self.dataset_index == d).sum())
-            if needed > len(dataset):
-                raise ValueError(f"blended dataset {d} has {len(dataset)} samples, {needed} are needed")
-
-    def __len__(self):
-        return len(self.dataset_index)
-
-    def __getitem__(self, i):
-        return self.datasets[self.dataset_index[i]][int(self.dataset_sample_index[i])]
-
-
-def parse_data_path(values):
-    """`--data-path A` or `--data-path 0.3 A 0.7 B` -> [(weight, prefix)]."""
-    if len(values) == 1:
-        return [(1.0, values[0])]
-    if len(values) % 2:
-        raise ValueError(f"--data-path {' '.join(values)}: expected one prefix, or weight-prefix pairs")
-    pairs = []
-    for weight, prefix in zip(values[::2], values[1::2]):
-        try:
-            pairs.append((float(weight), prefix))
-        except ValueError:
-            raise ValueError(f"--data-path: {weight!r} is not a weight (expected pairs such as 0.3 A 0.7 B)") from None
-    return pairs
-
-
 def build_gpt2_datasets(data_path, split, num_samples, seq_length, seed, vocab_size=None, cache_dir=None):
-    """Train, valid and test datasets (None where a split gets no samples) from `--data-path` values.
-
-    num_samples: (train, valid, test). Each prefix is split by documents; with several prefixes each
-    split is a BlendableDataset drawing from them by weight.
-    """
-    from .indexed_dataset import MMapIndexedDataset
-    pairs = parse_data_path(data_path)
-    weights = np.array([w for w, _ in pairs]) / sum(w for w, _ in pairs)
-    per_split = [[] for _ in range(3)]
-    for weight, (_, prefix) in zip(weights, pairs):
-        indexed = MMapIndexedDataset(prefix)
-        for s, (start, end) in enumerate(parse_split(split, indexed.num_documents)):
-            wanted = num_samples[s] if len(pairs) == 1 or num_samples[s] == 0 else \
-                int(np.ceil(num_samples[s] * weight * 1.005)) + 1
-            if wanted == 0 or start == end:
-                per_split[s].append(None)
-                continue
-            ids = np.arange(indexed.doc_idx[start], indexed.doc_idx[end])
-            per_split[s].append(GPT2Dataset(("train", "valid", "test")[s], indexed, ids, wanted, seq_length, seed,
-                                            vocab_size, cache_dir))
-    result = []
-    for s, datasets in enumerate(per_split):
-        if num_samples[s] == 0:
-            result.append(None)
-        elif any(d is None for d in datasets):
-            raise ValueError(f"--split {split}: the {('train', 'valid', 'test')[s]} split of some --data-path "
-                             f"prefix has no documents but {num_samples[s]} samples are needed")
-        else:
-            result.append(datasets[0] if len(datasets) == 1 else BlendableDataset(datasets, weights, num_samples[s]))
-    return result
+    """GPT-2 train, valid and test datasets from `--data-path` values (see dataset_builder.build_datasets)."""
+    def make(name, indexed, first_document, end_document, samples):
+        sequences = np.arange(indexed.doc_idx[first_document], indexed.doc_idx[end_document])
+        return GPT2Dataset(name, indexed, sequences, samples, seq_length, seed, vocab_size, cache_dir)
+    return build_datasets(data_path, split, num_samples, make)

@@ -70,18 +70,18 @@ class ParallelTransformerLayer(torch.nn.Module):
                  init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm):
         super().__init__()
         self.pre_layernorm = pre_layernorm
-        self.input_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.attention_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.attention = ParallelSelfAttention(hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                                                init_method, output_init_method, causal)
-        self.post_attention_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.mlp_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method)
 
     def forward(self, hidden, attention_mask=None):
         if self.pre_layernorm:
-            hidden = hidden + self.attention(self.input_layernorm(hidden), attention_mask)
-            return hidden + self.mlp(self.post_attention_layernorm(hidden))
-        hidden = self.input_layernorm(hidden + self.attention(hidden, attention_mask))
-        return self.post_attention_layernorm(hidden + self.mlp(hidden))
+            hidden = hidden + self.attention(self.attention_layernorm(hidden), attention_mask)
+            return hidden + self.mlp(self.mlp_layernorm(hidden))
+        hidden = self.attention_layernorm(hidden + self.attention(hidden, attention_mask))
+        return self.mlp_layernorm(hidden + self.mlp(hidden))
 
 
 class ParallelTransformer(torch.nn.Module):

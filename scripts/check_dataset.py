@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import add_tokenizer_args, make_tokenizer_from_args  # noqa: E402
-from data_utils.gpt2_dataset import parse_data_path  # noqa: E402
+from data_utils.dataset_builder import parse_data_path  # noqa: E402
 from data_utils.indexed_dataset import check_dataset  # noqa: E402
 
 

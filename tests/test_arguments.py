@@ -17,7 +17,7 @@ def _our_actions():
     for add in (arguments.add_model_args, arguments.add_regularization_args, arguments.add_training_args,
                 arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
                 arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
-                arguments.add_data_args, arguments.add_tokenizer_args):
+                arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args):
         add(parser)
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
@@ -41,7 +41,7 @@ def test_help_lists_the_groups(capsys):
         arguments.get_args(["--help"])
     text = capsys.readouterr().out
     for group in ("model:", "regularization:", "training:", "learning rate:", "checkpointing:", "mixed precision:",
-                  "distributed:", "validation:", "data:", "tokenizer:", "DeepSpeed:"):
+                  "distributed:", "validation:", "data:", "BERT:", "tokenizer:", "DeepSpeed:"):
         assert group in text, group
 
 

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from data_utils.gpt2_dataset import BlendableDataset, GPT2Dataset, build_gpt2_datasets, parse_data_path, parse_split
+from data_utils.dataset_builder import BlendableDataset, parse_data_path, parse_split
+from data_utils.gpt2_dataset import GPT2Dataset, build_gpt2_datasets
 from data_utils.indexed_dataset import IndexedDatasetBuilder, MMapIndexedDataset, TokenIdError
 
 

@@ -1,0 +1,86 @@
+"""Pretrain BERT: the model, the data and the loss (masked LM + next-sentence or sentence-order
+prediction); training.pretrain does the rest.
+
+    python pretrain_bert.py          # bundled corpus, a SentencePiece model trained on first use, one CPU process
+    deepspeed --num_gpus 8 pretrain_bert.py --data-path data/wiki_text_sentence --model-size bert-large \\
+        --tokenizer-type BertWordPieceLowerCase --vocab-file bert-large-uncased-vocab.txt \\
+        --deepspeed --deepspeed_config ds_configs/ds_bert_lamb.json
+"""
+
+import os
+
+import torch.nn.functional as F
+
+import mpu
+import training
+from arguments import get_args
+from data_utils.bert_dataset import build_bert_datasets
+from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
+from data_utils.dataset_builder import parse_data_path
+from data_utils.indexed_dataset import check_dataset
+from data_utils.lazy_loader import LooseJsonDataset
+from model import BertModel
+
+BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random"]
+DEFAULTS = {"tokenizer_type": "SentencePieceTokenizer", "vocab_size": 8000, "layernorm_epsilon": 1e-12}
+
+
+def model_provider(args, tokenizer):
+    return BertModel(num_layers=args.num_layers, vocab_size=tokenizer.padded_vocab_size,
+                     hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
+                     max_sequence_length=args.max_position_embeddings, embedding_dropout=args.hidden_dropout,
+                     attention_dropout=args.attention_dropout, hidden_dropout=args.hidden_dropout,
+                     init_method_std=args.init_method_std, layernorm_epsilon=args.layernorm_epsilon,
+                     pre_layernorm=args.bert_pre_layernorm, checkpoint_activations=args.checkpoint_activations,
+                     checkpoint_num_layers=args.checkpoint_num_layers)
+
+
+def _corpus(args):
+    return resolve_corpus(args.train_data or "sample", args.text_key)
+
+
+def tokenizer_training_texts(args):
+    """The training text a missing SentencePiece model is trained on (--train-data, default: the sample)."""
+    corpus = _corpus(args)
+    return LooseJsonDataset(corpus.path, corpus.text_key)
+
+
+def datasets_provider(args, tokenizer, num_samples):
+    """--data-path (sentence-level .bin/.idx, blended by weight), else --train-data (default: the
+    bundled sample corpus) split into sentences and tokenized into a cache on first use."""
+    data_path = args.data_path
+    if not data_path:
+        cache_dir = args.data_cache_dir or os.path.join(REPO_DATA, "cache")
+        data_path = [tokenized_corpus(_corpus(args), tokenizer, cache_dir, append_eod=False,
+                                      sentences="lines" if args.presplit_sentences else "split")]
+    if args.check_dataset:
+        for _, prefix in parse_data_path(data_path):
+            training.print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
+        raise SystemExit(0)
+    return build_bert_datasets(data_path, args.split, num_samples, args.seq_length, args.seed, tokenizer,
+                               args.data_cache_dir, masked_lm_prob=args.masked_lm_prob,
+                               max_preds_per_seq=args.max_preds_per_seq, short_seq_prob=args.short_seq_prob,
+                               sentence_order=args.sentence_order_prediction)
+
+
+def forward_step(data_iterator, model, args):
+    batch = training.broadcast_batch(data_iterator, BATCH_KEYS)
+    lm_logits, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"])
+    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0))
+    loss_mask = batch["loss_mask"].float()
+    lm_loss = (lm_losses * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+    nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
+    return lm_loss + nsp_loss, {"lm loss": lm_loss.item(), "nsp loss": nsp_loss.item()}
+
+
+def main(argv=None):
+    args = get_args(argv, description=__doc__, defaults=DEFAULTS)
+    if args.tokenizer_type == "SentencePieceTokenizer" and args.tokenizer_path is None:
+        args.tokenizer_path = os.path.join(args.data_cache_dir or os.path.join(REPO_DATA, "cache"),
+                                           f"{_corpus(args).name}_spm_{args.vocab_size}.model")
+    return training.pretrain(args, datasets_provider, model_provider, forward_step,
+                             tokenizer_training_texts=tokenizer_training_texts)
+
+
+if __name__ == "__main__":
+    main()
