@@ -264,7 +264,8 @@ def _setup(args, datasets_provider, model_provider, tokenizer_training_texts):
             tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
             datasets = datasets_provider(args, tokenizer, num_samples)
         dist.barrier()
-    args.padded_vocab_size = tokenizer.padded_vocab_size
+    args.padded_vocab_size, args.text_vocab_size = tokenizer.padded_vocab_size, tokenizer.vocab_size
+    args.zero_stage_of_run = ds_config["zero_optimization"]["stage"]
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)

@@ -53,7 +53,8 @@ def _with_bert_prefix(hf_state):
 
 
 def bert_from_hf(hf_state, num_layers, padded_vocab_size):
-    """Our full state dict; heads the transformers model lacks (an encoder-only BertModel) are left out."""
+    """Our full state dict; heads the transformers model lacks (an encoder-only BertModel) are left out
+    (see fill_missing_heads)."""
     hf_state = _with_bert_prefix(hf_state)
     words = hf_state["bert.embeddings.word_embeddings.weight"]
     vocab_size = words.size(0)
@@ -88,3 +89,21 @@ def hf_from_bert(state, num_layers, vocab_size):
         hf_state["cls.predictions.bias"] = state["lm_bias"][:vocab_size].clone()
         hf_state["cls.predictions.decoder.bias"] = hf_state["cls.predictions.bias"]
     return hf_state
+
+
+def fill_missing_heads(state, hidden_size, padded_vocab_size, vocab_size, init_method_std=0.02, seed=0):
+    """Give an encoder-only state dict freshly initialised pooler and pretraining heads, as BertModel
+    initialises them; returns the names filled."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator) * init_method_std
+    fresh = {"pooler.weight": normal(hidden_size, hidden_size), "pooler.bias": torch.zeros(hidden_size),
+             "lm_transform.weight": normal(hidden_size, hidden_size), "lm_transform.bias": torch.zeros(hidden_size),
+             "lm_layernorm.weight": torch.ones(hidden_size), "lm_layernorm.bias": torch.zeros(hidden_size),
+             "lm_bias": torch.cat([torch.zeros(vocab_size), torch.full((padded_vocab_size - vocab_size,),
+                                                                       PADDED_ROW_BIAS)]),
+             "binary_head.weight": normal(2, hidden_size), "binary_head.bias": torch.zeros(2)}
+    filled = [name for name in fresh if name not in state]
+    state.update({name: fresh[name] for name in filled})
+    return filled

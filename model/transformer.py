@@ -7,6 +7,7 @@ and one backward. Dropout on partitioned activations (attention probabilities) d
 model-parallel RNG stream; dropout on replicated activations from the default one.
 """
 
+import contextlib
 import math
 
 import torch
@@ -43,7 +44,7 @@ class ParallelSelfAttention(torch.nn.Module):
         q, k, v = (t.view(batch, seq, self.heads_here, self.head_dim).transpose(1, 2)
                    for t in self.query_key_value(hidden).chunk(3, dim=-1))
         dropout = self.attention_dropout if self.training else 0.0
-        with mpu.get_cuda_rng_tracker().fork():
+        with mpu.get_cuda_rng_tracker().fork() if dropout else contextlib.nullcontext():
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout,
                                                      is_causal=self.causal and attention_mask is None)
         context = context.transpose(1, 2).reshape(batch, seq, self.heads_here * self.head_dim)

@@ -1,0 +1,60 @@
+"""DeepSpeed checkpoint directories read and written without an engine (for converters and evaluation).
+
+Layout, as engine.save_checkpoint writes it: DIR/latest holds the tag; DIR/TAG/mp_rank_XX_model_states.pt
+(one per tensor-parallel rank; `zero_pp_rank_D_mp_rank_XX_model_states.pt` under ZeRO-3) holds
+{"module": state dict, ..., "args": the run's flags}. A ZeRO-3 checkpoint's module states are
+partitioned; they are gathered with DeepSpeed's zero_to_fp32.
+"""
+
+import os
+import re
+
+import torch
+
+from model.tensor_parallel_state import merge_states
+
+
+def latest_tag(directory):
+    path = os.path.join(directory, "latest")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory}: no 'latest' file; is it a checkpoint directory written by --save?")
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _model_files(folder):
+    by_rank = {}
+    for name in os.listdir(folder):
+        match = re.fullmatch(r"(?:zero_pp_rank_(\d+)_)?mp_rank_(\d+)_model_states\.pt", name)
+        if match and int(match.group(1) or 0) == 0:
+            by_rank[int(match.group(2))] = os.path.join(folder, name)
+    if not by_rank:
+        raise FileNotFoundError(f"{folder}: no mp_rank_XX_model_states.pt files")
+    return [by_rank[rank] for rank in sorted(by_rank)]
+
+
+def read_checkpoint(directory, tag=None):
+    """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
+    tag = tag or latest_tag(directory)
+    files = _model_files(os.path.join(directory, tag))
+    states = [torch.load(path, map_location="cpu", weights_only=False) for path in files]
+    args = states[0].get("args", {})
+    if args.get("zero_stage_of_run") == 3 or not states[0]["module"]:
+        if len(files) > 1:
+            raise ValueError(f"{directory}/{tag}: ZeRO-3 with tensor parallelism cannot be read here yet")
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        return get_fp32_state_dict_from_zero_checkpoint(directory, tag), args, tag
+    return merge_states([s["module"] for s in states]), args, tag
+
+
+def write_checkpoint(directory, shards, args, tag="global_step0"):
+    """One model-states file per tensor-parallel shard, loadable with --load (and --finetune)."""
+    folder = os.path.join(directory, tag)
+    os.makedirs(folder, exist_ok=True)
+    for rank, shard in enumerate(shards):
+        torch.save({"module": shard, "dp_world_size": 1, "mp_world_size": len(shards), "global_steps": 0,
+                    "skipped_steps": 0, "iteration": 0, "consumed_samples": 0,
+                    "args": {**args, "model_parallel_size": len(shards)}},
+                   os.path.join(folder, f"mp_rank_{rank:02d}_model_states.pt"))
+    with open(os.path.join(directory, "latest"), "w") as f:
+        f.write(tag)
