@@ -147,6 +147,9 @@ def _optimizer(config, fill, args):
         fill.resolve(params, "eps", "--adam-eps", args.adam_eps, "optimizer.params.eps")
         betas = params.get("betas", "auto")
         params["betas"] = [args.adam_beta1, args.adam_beta2] if betas == "auto" else betas
+    if optimizer.get("type", "").lower() == "lamb" and _cpu():
+        raise ConfigError("the ds_config's optimizer Lamb is DeepSpeed's FusedLamb, a CUDA kernel: on the CPU use "
+                          "AdamW (e.g. ds_configs/ds_zero2_bf16.json), or run on a GPU")
     if optimizer.get("type", "").lower() in ("adam", "adamw") and _cpu() and not _offloaded(config):
         params.setdefault("torch_adam", True)  # no JIT build of DeepSpeed's fused Adam on a CPU
 

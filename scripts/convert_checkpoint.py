@@ -81,7 +81,7 @@ def to_hf(load_dir, hf_dir):
     os.makedirs(hf_dir, exist_ok=True)
     config.save_pretrained(hf_dir)
     hf_state = hf_from_bert(state, layers, vocab)
-    save_file({k: v.contiguous() for k, v in hf_state.items()}, os.path.join(hf_dir, "model.safetensors"),
+    save_file({k: v.clone() for k, v in hf_state.items()}, os.path.join(hf_dir, "model.safetensors"),  # untie
               metadata={"format": "pt"})
     vocab_file = args.get("vocab_file")
     if vocab_file and os.path.isfile(vocab_file):

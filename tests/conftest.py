@@ -33,3 +33,13 @@ def gpt2_data_prefix(tmp_path_factory, sample_corpus_path):
     from data_utils.tokenization import make_tokenizer
     return tokenized_corpus(resolve_corpus(sample_corpus_path), make_tokenizer("GPT2BPETokenizer"),
                             str(tmp_path_factory.mktemp("gpt2-data")))
+
+
+@pytest.fixture(scope="session")
+def bert_sentence_prefix(tmp_path_factory, sample_corpus_path, bert_vocab_file):
+    """The bundled corpus split into sentences and tokenized with BERT's WordPiece into .bin/.idx."""
+    from data_utils.corpora import resolve_corpus, tokenized_corpus
+    from data_utils.tokenization import make_tokenizer
+    return tokenized_corpus(resolve_corpus(sample_corpus_path),
+                            make_tokenizer("BertWordPieceLowerCase", vocab_file=bert_vocab_file),
+                            str(tmp_path_factory.mktemp("bert-data")), append_eod=False, sentences="split")

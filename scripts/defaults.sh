@@ -1,6 +1,6 @@
-# Sourced by the GPT-2 launch scripts: sizes and schedule from the environment, with defaults that
-# train a small model on a CPU in minutes, collected in GPT2_ARGS. A script may set BATCH_SIZE or
-# CHECKPOINT_DIR before sourcing this to change their defaults.
+# Sourced by the launch scripts: sizes and schedule from the environment, with defaults that train a
+# small model on a CPU in minutes, collected in TRAIN_ARGS. Set in the environment to change them:
+# NUM_LAYERS HIDDEN_SIZE NUM_HEADS SEQ_LENGTH BATCH_SIZE TRAIN_ITERS LR CHECKPOINT_DIR MP_SIZE.
 NUM_LAYERS=${NUM_LAYERS:-4}
 HIDDEN_SIZE=${HIDDEN_SIZE:-128}
 NUM_HEADS=${NUM_HEADS:-4}
@@ -8,9 +8,10 @@ SEQ_LENGTH=${SEQ_LENGTH:-128}
 BATCH_SIZE=${BATCH_SIZE:-8}
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 LR=${LR:-2e-3}
-CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/gpt2}
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/$(basename "${ENTRY:?set ENTRY to the pretraining script}" .py)}
 
-GPT2_ARGS=(
+TRAIN_ARGS=(
+    --model-parallel-size "${MP_SIZE:-1}"
     --num-layers "$NUM_LAYERS" --hidden-size "$HIDDEN_SIZE" --num-attention-heads "$NUM_HEADS"
     --seq-length "$SEQ_LENGTH" --batch-size "$BATCH_SIZE" --train-iters "$TRAIN_ITERS"
     --lr "$LR" --lr-decay-style cosine --min-lr 1e-4 --warmup 0.05 --weight-decay 0.01 --clip-grad 1.0

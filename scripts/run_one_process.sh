@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# ENTRY (pretrain_gpt2.py or pretrain_bert.py) in one process: the CPU, or one GPU. Sizes from the
+# environment (scripts/defaults.sh); extra flags go to the entry script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/defaults.sh
+python "$ENTRY" "${TRAIN_ARGS[@]}" "$@"
