@@ -18,7 +18,6 @@ from data_utils.bert_dataset import build_bert_datasets
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import check_dataset
-from data_utils.lazy_loader import LooseJsonDataset
 from model import BertModel
 
 BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random"]
@@ -37,12 +36,6 @@ def model_provider(args, tokenizer):
 
 def _corpus(args):
     return resolve_corpus(args.train_data or "sample", args.text_key)
-
-
-def tokenizer_training_texts(args):
-    """The training text a missing SentencePiece model is trained on (--train-data, default: the sample)."""
-    corpus = _corpus(args)
-    return LooseJsonDataset(corpus.path, corpus.text_key)
 
 
 def datasets_provider(args, tokenizer, num_samples):
@@ -75,11 +68,7 @@ def forward_step(data_iterator, model, args):
 
 def main(argv=None):
     args = get_args(argv, description=__doc__, defaults=DEFAULTS)
-    if args.tokenizer_type == "SentencePieceTokenizer" and args.tokenizer_path is None:
-        args.tokenizer_path = os.path.join(args.data_cache_dir or os.path.join(REPO_DATA, "cache"),
-                                           f"{_corpus(args).name}_spm_{args.vocab_size}.model")
-    return training.pretrain(args, datasets_provider, model_provider, forward_step,
-                             tokenizer_training_texts=tokenizer_training_texts)
+    return training.pretrain(args, datasets_provider, model_provider, forward_step)
 
 
 if __name__ == "__main__":

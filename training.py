@@ -23,7 +23,9 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
+from data_utils.corpora import REPO_DATA, resolve_corpus
 from data_utils.indexed_dataset import TokenIdError
+from data_utils.lazy_loader import LooseJsonDataset
 from data_utils.samplers import DistributedBatchSampler
 from deepspeed_config import ConfigError, build_ds_config
 from learning_rates import megatron_scheduler
@@ -233,23 +235,32 @@ def _tensorboard(args):
     return SummaryWriter(log_dir=args.tensorboard_dir)
 
 
-def pretrain(args, datasets_provider, model_provider, forward_step, tokenizer_training_texts=None):
+def _tokenizer_training_texts(args):
+    """What a missing SentencePiece model is trained on: --train-data (default: the bundled sample).
+    Without --tokenizer-path the model is cached as {data cache}/{corpus}_spm_{vocab size}.model."""
+    corpus = resolve_corpus(args.train_data or "sample", args.text_key)
+    if args.tokenizer_path is None:
+        cache_dir = args.data_cache_dir or os.path.join(REPO_DATA, "cache")
+        args.tokenizer_path = os.path.join(cache_dir, f"{corpus.name}_spm_{args.vocab_size}.model")
+    return LooseJsonDataset(corpus.path, corpus.text_key)
+
+
+def pretrain(args, datasets_provider, model_provider, forward_step):
     """Train as the flags say; returns {iteration: {name: value}}: the training losses and the learning
     rate of the engine's optimizer after that iteration's step.
 
     model_provider(args, tokenizer) -> torch.nn.Module
     datasets_provider(args, tokenizer, num_samples) -> (train, valid, test) datasets (None: no split)
     forward_step(data_iterator, model, args) -> (loss to backpropagate, {name: float to log})
-    tokenizer_training_texts(args) -> texts to train a SentencePiece model on, if --tokenizer-path is missing
     """
     try:
-        return _pretrain(args, datasets_provider, model_provider, forward_step, tokenizer_training_texts)
+        return _pretrain(args, datasets_provider, model_provider, forward_step)
     except (UsageError, ConfigError, TokenIdError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
-def _setup(args, datasets_provider, model_provider, tokenizer_training_texts):
+def _setup(args, datasets_provider, model_provider):
     initialize_distributed(args)
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
@@ -260,7 +271,7 @@ def _setup(args, datasets_provider, model_provider, tokenizer_training_texts):
                    args.eval_iters * global_batch)
     for turn in ("first", "rest"):  # rank 0 trains a tokenizer, tokenizes, builds index caches; the rest read them
         if (dist.get_rank() == 0) == (turn == "first"):
-            train_texts = tokenizer_training_texts(args) if tokenizer_training_texts else None
+            train_texts = _tokenizer_training_texts(args) if args.tokenizer_type == "SentencePieceTokenizer" else None
             tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
             datasets = datasets_provider(args, tokenizer, num_samples)
         dist.barrier()
@@ -279,9 +290,9 @@ def _setup(args, datasets_provider, model_provider, tokenizer_training_texts):
     return engine, tokenizer, datasets, global_batch
 
 
-def _pretrain(args, datasets_provider, model_provider, forward_step, tokenizer_training_texts):
-    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
-        args, datasets_provider, model_provider, tokenizer_training_texts)
+def _pretrain(args, datasets_provider, model_provider, forward_step):
+    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(args, datasets_provider,
+                                                                                   model_provider)
     parameters = count_parameters(engine.module)
     print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, data "
                  f"parallel {mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
