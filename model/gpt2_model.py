@@ -28,7 +28,7 @@ class GPT2Model(torch.nn.Module):
         deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
         self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
                                                hidden_dropout, init_method_std, layernorm_epsilon=layernorm_epsilon,
-                                               causal=True, pre_layernorm=True,
+                                               causal=True, pre_layernorm=True, gelu="tanh",
                                                checkpoint_activations=checkpoint_activations,
                                                checkpoint_num_layers=checkpoint_num_layers)
 

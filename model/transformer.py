@@ -52,8 +52,11 @@ class ParallelSelfAttention(torch.nn.Module):
 
 
 class ParallelMLP(torch.nn.Module):
-    def __init__(self, hidden_size, ffn_hidden_size, dropout, init_method, output_init_method):
+    """gelu="tanh" is GPT-2's approximation (OpenAI's and transformers' gelu_new); "none" is exact (BERT)."""
+
+    def __init__(self, hidden_size, ffn_hidden_size, dropout, init_method, output_init_method, gelu="none"):
         super().__init__()
+        self.gelu_approximation = gelu
         self.dense_h_to_4h = mpu.ColumnParallelLinear(hidden_size, ffn_hidden_size, gather_output=False,
                                                       init_method=init_method)
         self.dense_4h_to_h = mpu.RowParallelLinear(ffn_hidden_size, hidden_size, input_is_parallel=True,
@@ -61,21 +64,21 @@ class ParallelMLP(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
 
     def forward(self, hidden):
-        return self.dropout(self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(hidden))))
+        return self.dropout(self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(hidden), approximate=self.gelu_approximation)))
 
 
 class ParallelTransformerLayer(torch.nn.Module):
     """Pre-LayerNorm (GPT-2: x + f(LN(x))) or post-LayerNorm (original BERT: LN(x + f(x)))."""
 
     def __init__(self, hidden_size, num_attention_heads, ffn_hidden_size, attention_dropout, hidden_dropout,
-                 init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm):
+                 init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm, gelu):
         super().__init__()
         self.pre_layernorm = pre_layernorm
         self.attention_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.attention = ParallelSelfAttention(hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                                                init_method, output_init_method, causal)
         self.mlp_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
-        self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method)
+        self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method, gelu)
 
     def forward(self, hidden, attention_mask=None):
         if self.pre_layernorm:
@@ -91,13 +94,13 @@ class ParallelTransformer(torch.nn.Module):
 
     def __init__(self, num_layers, hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                  init_method_std, ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True,
-                 checkpoint_activations=False, checkpoint_num_layers=1):
+                 gelu="none", checkpoint_activations=False, checkpoint_num_layers=1):
         super().__init__()
         output_init = init_normal(init_method_std / math.sqrt(2.0 * num_layers))
         self.layers = torch.nn.ModuleList(
             ParallelTransformerLayer(hidden_size, num_attention_heads, ffn_hidden_size or 4 * hidden_size,
                                      attention_dropout, hidden_dropout, init_normal(init_method_std), output_init,
-                                     layernorm_epsilon, causal, pre_layernorm)
+                                     layernorm_epsilon, causal, pre_layernorm, gelu)
             for _ in range(num_layers))
         self.final_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon) if pre_layernorm else None
         self.checkpoint_activations, self.checkpoint_num_layers = checkpoint_activations, checkpoint_num_layers

@@ -1,14 +1,14 @@
-"""Convert between a checkpoint here and a Hugging Face transformers directory (BERT).
+"""Convert between a checkpoint here and a Hugging Face transformers directory (BERT and GPT-2).
 
     python scripts/convert_checkpoint.py --from-hf HF_DIR --save CKPT_DIR [--model-parallel-size N]
     python scripts/convert_checkpoint.py --load CKPT_DIR --to-hf HF_DIR
 
---from-hf reads a BertForPreTraining (or encoder-only BertModel: its pooler and pretraining heads are
-then freshly initialised, and said so) from config.json + model.safetensors (or pytorch_model.bin),
-splits it into N tensor-parallel shards and writes a checkpoint that `--load CKPT_DIR --finetune`
-starts from. --to-hf merges the shards of any tensor-parallel size (ZeRO-3 checkpoints included) and
-writes config.json, model.safetensors and the tokenizer's vocabulary, which
-transformers.BertForPreTraining.from_pretrained loads.
+--from-hf reads a GPT2LMHeadModel, or a BertForPreTraining (or encoder-only BertModel: its pooler and
+pretraining heads are then freshly initialised, and said so), from config.json + model.safetensors
+(or pytorch_model.bin), splits it into N tensor-parallel shards and writes a checkpoint that
+`--load CKPT_DIR --finetune` starts from. --to-hf merges the shards of any tensor-parallel size
+(ZeRO-3 checkpoints included) and writes config.json, model.safetensors and the tokenizer's files,
+which transformers' GPT2LMHeadModel / BertForPreTraining.from_pretrained load.
 """
 
 import argparse
@@ -22,8 +22,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from checkpoint_files import read_checkpoint, write_checkpoint  # noqa: E402
-from data_utils.tokenization import padded_vocab_size  # noqa: E402
+from data_utils.tokenization import default_gpt2_files, padded_vocab_size  # noqa: E402
 from model.bert_conversion import bert_from_hf, fill_missing_heads, hf_from_bert  # noqa: E402
+from model.gpt2_conversion import gpt2_from_hf, hf_from_gpt2  # noqa: E402
 from model.tensor_parallel_state import split_state  # noqa: E402
 
 
@@ -38,56 +39,105 @@ def _read_hf_state(directory):
     raise FileNotFoundError(f"--from-hf {directory}: no model.safetensors or pytorch_model.bin")
 
 
+def _bert_from_hf(config, hf_state, padded):
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"hidden_act {config['hidden_act']!r}: BertModel here uses exact gelu")
+    layers = config["num_hidden_layers"]
+    state = bert_from_hf(hf_state, layers, padded)
+    filled = fill_missing_heads(state, config["hidden_size"], padded, config["vocab_size"])
+    if filled:
+        print(f"no {', '.join(filled)} in the model: initialised fresh (an encoder-only model)")
+    shape = {"num_layers": layers, "hidden_size": config["hidden_size"],
+             "num_attention_heads": config["num_attention_heads"],
+             "max_position_embeddings": config["max_position_embeddings"],
+             "layernorm_epsilon": config["layer_norm_eps"], "model_type": "bert"}
+    return state, shape
+
+
+def _gpt2_from_hf(config, hf_state, padded):
+    if config.get("activation_function", "gelu_new") != "gelu_new":
+        raise ValueError(f"activation_function {config['activation_function']!r}: GPT2Model here uses gelu_new")
+    state = gpt2_from_hf(hf_state, config["n_layer"], padded)
+    shape = {"num_layers": config["n_layer"], "hidden_size": config["n_embd"], "num_attention_heads": config["n_head"],
+             "max_position_embeddings": config["n_positions"],
+             "layernorm_epsilon": config.get("layer_norm_epsilon", 1e-5), "model_type": "gpt2"}
+    return state, shape
+
+
 def from_hf(hf_dir, save_dir, model_parallel_size, divisible_by):
     with open(os.path.join(hf_dir, "config.json")) as f:
         config = json.load(f)
-    if config.get("model_type") != "bert":
-        raise ValueError(f"--from-hf {hf_dir}: model_type {config.get('model_type')!r}; only bert converts here yet")
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"--from-hf {hf_dir}: hidden_act {config['hidden_act']!r}; BertModel here uses exact gelu")
-    vocab, hidden, layers = config["vocab_size"], config["hidden_size"], config["num_hidden_layers"]
+    convert = {"bert": _bert_from_hf, "gpt2": _gpt2_from_hf}.get(config.get("model_type"))
+    if convert is None:
+        raise ValueError(f"--from-hf {hf_dir}: model_type {config.get('model_type')!r}; bert and gpt2 convert")
+    vocab = config["vocab_size"]
     padded = padded_vocab_size(vocab, divisible_by, model_parallel_size)
-    state = bert_from_hf(_read_hf_state(hf_dir), layers, padded)
-    filled = fill_missing_heads(state, hidden, padded, vocab)
-    if filled:
-        print(f"{hf_dir} has no {', '.join(filled)}: initialised fresh (an encoder-only model)")
-    args = {"num_layers": layers, "hidden_size": hidden, "num_attention_heads": config["num_attention_heads"],
-            "max_position_embeddings": config["max_position_embeddings"], "layernorm_epsilon": config["layer_norm_eps"],
-            "text_vocab_size": vocab, "padded_vocab_size": padded, "model_type": "bert"}
-    vocab_file = os.path.join(hf_dir, "vocab.txt")
-    if os.path.isfile(vocab_file):
-        os.makedirs(save_dir, exist_ok=True)
-        shutil.copy(vocab_file, os.path.join(save_dir, "vocab.txt"))
+    state, args = convert(config, _read_hf_state(hf_dir), padded)
+    args.update(text_vocab_size=vocab, padded_vocab_size=padded)
+    os.makedirs(save_dir, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if os.path.isfile(os.path.join(hf_dir, name)):
+            shutil.copy(os.path.join(hf_dir, name), os.path.join(save_dir, name))
+    if os.path.isfile(os.path.join(save_dir, "vocab.txt")):
         args.update(vocab_file=os.path.join(save_dir, "vocab.txt"),
                     tokenizer_type="BertWordPieceLowerCase" if config.get("do_lower_case", True) else "BertWordPieceCase")
+    elif os.path.isfile(os.path.join(save_dir, "vocab.json")):
+        args.update(vocab_file=os.path.join(save_dir, "vocab.json"), merge_file=os.path.join(save_dir, "merges.txt"),
+                    tokenizer_type="GPT2BPETokenizer")
     write_checkpoint(save_dir, split_state(state, model_parallel_size), args)
     print(f"wrote {save_dir} ({model_parallel_size} tensor-parallel shards, vocabulary padded {vocab} -> {padded})")
 
 
-def to_hf(load_dir, hf_dir):
+TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt")
+
+
+def _bert_to_hf(state, args):
     from transformers import BertConfig
-    from safetensors.torch import save_file
-    state, args, tag = read_checkpoint(load_dir)
-    if "tokentype_embeddings" not in state:
-        raise ValueError(f"--load {load_dir}: not a BERT checkpoint (no token-type embeddings)")
-    layers, vocab = args["num_layers"], args["text_vocab_size"]
-    hidden = state["position_embeddings"].size(1)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=args["num_attention_heads"],
+    layers = args["num_layers"]
+    config = BertConfig(vocab_size=args["text_vocab_size"], hidden_size=state["position_embeddings"].size(1),
+                        num_hidden_layers=layers, num_attention_heads=args["num_attention_heads"],
                         intermediate_size=state["transformer.layers.0.mlp.dense_h_to_4h.weight"].size(0),
                         max_position_embeddings=state["position_embeddings"].size(0),
                         type_vocab_size=state["tokentype_embeddings"].size(0),
                         layer_norm_eps=args.get("layernorm_epsilon", 1e-12), architectures=["BertForPreTraining"])
+    return config, hf_from_bert(state, layers, args["text_vocab_size"])
+
+
+def _gpt2_to_hf(state, args):
+    from transformers import GPT2Config
+    layers = args["num_layers"]
+    config = GPT2Config(vocab_size=args["text_vocab_size"], n_positions=state["position_embeddings"].size(0),
+                        n_embd=state["position_embeddings"].size(1), n_layer=layers,
+                        n_head=args["num_attention_heads"], layer_norm_epsilon=args.get("layernorm_epsilon", 1e-5),
+                        activation_function="gelu_new", architectures=["GPT2LMHeadModel"])
+    return config, hf_from_gpt2(state, layers, args["text_vocab_size"])
+
+
+def _write_tokenizer_files(args, hf_dir):
+    """The vocabulary the checkpoint was trained with, under the names transformers looks for."""
+    vocab_file, merge_file = args.get("vocab_file"), args.get("merge_file")
+    if args.get("tokenizer_type", "GPT2BPETokenizer") == "GPT2BPETokenizer":
+        if vocab_file is None and merge_file is None:
+            vocab_file, merge_file = default_gpt2_files()
+        copies = {vocab_file: "vocab.json", merge_file: "merges.txt"}
+    elif args.get("tokenizer_type", "").startswith("BertWordPiece"):
+        copies = {vocab_file: "vocab.txt"}
+    else:
+        copies = {args.get("tokenizer_path"): "spiece.model"}
+    for source, name in copies.items():
+        if source and os.path.isfile(source):
+            shutil.copy(source, os.path.join(hf_dir, name))
+
+
+def to_hf(load_dir, hf_dir):
+    from safetensors.torch import save_file
+    state, args, tag = read_checkpoint(load_dir)
+    config, hf_state = (_bert_to_hf if "tokentype_embeddings" in state else _gpt2_to_hf)(state, args)
     os.makedirs(hf_dir, exist_ok=True)
     config.save_pretrained(hf_dir)
-    hf_state = hf_from_bert(state, layers, vocab)
     save_file({k: v.clone() for k, v in hf_state.items()}, os.path.join(hf_dir, "model.safetensors"),  # untie
               metadata={"format": "pt"})
-    vocab_file = args.get("vocab_file")
-    if vocab_file and os.path.isfile(vocab_file):
-        shutil.copy(vocab_file, os.path.join(hf_dir, "vocab.txt"))
-    elif args.get("tokenizer_path") and os.path.isfile(args["tokenizer_path"]):
-        shutil.copy(args["tokenizer_path"], os.path.join(hf_dir, "spiece.model"))
+    _write_tokenizer_files(args, hf_dir)
     print(f"wrote {hf_dir} from {load_dir}/{tag}")
 
 
