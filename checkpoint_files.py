@@ -22,7 +22,8 @@ def latest_tag(directory):
         return f.read().strip()
 
 
-def _model_files(folder):
+def model_files(folder):
+    """The model-states file of each tensor-parallel rank in a tag folder, in rank order."""
     by_rank = {}
     for name in os.listdir(folder):
         match = re.fullmatch(r"(?:zero_pp_rank_(\d+)_)?mp_rank_(\d+)_model_states\.pt", name)
@@ -36,7 +37,7 @@ def _model_files(folder):
 def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
     tag = tag or latest_tag(directory)
-    files = _model_files(os.path.join(directory, tag))
+    files = model_files(os.path.join(directory, tag))
     states = [torch.load(path, map_location="cpu", weights_only=False) for path in files]
     args = states[0].get("args", {})
     if args.get("zero_stage_of_run") == 3 or not states[0]["module"]:

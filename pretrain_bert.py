@@ -7,21 +7,16 @@ prediction); training.pretrain does the rest.
         --deepspeed --deepspeed_config ds_configs/ds_bert_lamb.json
 """
 
-import os
-
 import torch.nn.functional as F
 
 import mpu
 import training
 from arguments import get_args
 from data_utils.bert_dataset import build_bert_datasets
-from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
-from data_utils.dataset_builder import parse_data_path
-from data_utils.indexed_dataset import check_dataset
 from model import BertModel
 
 BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random"]
-DEFAULTS = {"tokenizer_type": "SentencePieceTokenizer", "vocab_size": 8000, "layernorm_epsilon": 1e-12}
+DEFAULTS = {"tokenizer_type": "SentencePieceTokenizer", "layernorm_epsilon": 1e-12}
 
 
 def model_provider(args, tokenizer):
@@ -34,22 +29,11 @@ def model_provider(args, tokenizer):
                      checkpoint_num_layers=args.checkpoint_num_layers)
 
 
-def _corpus(args):
-    return resolve_corpus(args.train_data or "sample", args.text_key)
-
-
 def datasets_provider(args, tokenizer, num_samples):
     """--data-path (sentence-level .bin/.idx, blended by weight), else --train-data (default: the
     bundled sample corpus) split into sentences and tokenized into a cache on first use."""
-    data_path = args.data_path
-    if not data_path:
-        cache_dir = args.data_cache_dir or os.path.join(REPO_DATA, "cache")
-        data_path = [tokenized_corpus(_corpus(args), tokenizer, cache_dir, append_eod=False,
-                                      sentences="lines" if args.presplit_sentences else "split")]
-    if args.check_dataset:
-        for _, prefix in parse_data_path(data_path):
-            training.print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
-        raise SystemExit(0)
+    data_path = training.data_prefixes(args, tokenizer, append_eod=False,
+                                       sentences="lines" if args.presplit_sentences else "split")
     return build_bert_datasets(data_path, args.split, num_samples, args.seq_length, args.seed, tokenizer,
                                args.data_cache_dir, masked_lm_prob=args.masked_lm_prob,
                                max_preds_per_seq=args.max_preds_per_seq, short_seq_prob=args.short_seq_prob,

@@ -5,17 +5,12 @@
         --model-size gpt2-350m --deepspeed --deepspeed_config ds_configs/ds_zero2_bf16.json
 """
 
-import os
-
 import torch
 
 import mpu
 import training
 from arguments import get_args
-from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
-from data_utils.dataset_builder import parse_data_path
 from data_utils.gpt2_dataset import build_gpt2_datasets
-from data_utils.indexed_dataset import check_dataset
 from model import GPT2Model
 
 
@@ -32,16 +27,8 @@ def model_provider(args, tokenizer):
 def datasets_provider(args, tokenizer, num_samples):
     """--data-path (preprocessed .bin/.idx, blended by weight), else --train-data (default: the bundled
     sample corpus) tokenized into a cache on first use."""
-    data_path = args.data_path
-    if not data_path:
-        corpus = resolve_corpus(args.train_data or "sample", args.text_key)
-        data_path = [tokenized_corpus(corpus, tokenizer, args.data_cache_dir or os.path.join(REPO_DATA, "cache"))]
-    if args.check_dataset:
-        for _, prefix in parse_data_path(data_path):
-            training.print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
-        raise SystemExit(0)
-    return build_gpt2_datasets(data_path, args.split, num_samples, args.seq_length, args.seed,
-                               tokenizer.vocab_size, args.data_cache_dir)
+    return build_gpt2_datasets(training.data_prefixes(args, tokenizer), args.split, num_samples, args.seq_length,
+                               args.seed, tokenizer.vocab_size, args.data_cache_dir)
 
 
 def forward_step(data_iterator, model, args):

@@ -9,7 +9,6 @@ resumption and clean exits.
 import math
 import os
 import random
-import re
 import signal
 import socket
 import sys
@@ -23,8 +22,10 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
-from data_utils.corpora import REPO_DATA, resolve_corpus
-from data_utils.indexed_dataset import TokenIdError
+from checkpoint_files import latest_tag, model_files
+from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
+from data_utils.dataset_builder import parse_data_path
+from data_utils.indexed_dataset import TokenIdError, check_dataset
 from data_utils.lazy_loader import LooseJsonDataset
 from data_utils.samplers import DistributedBatchSampler
 from deepspeed_config import ConfigError, build_ds_config
@@ -119,18 +120,13 @@ def broadcast_batch(data_iterator, keys, datatype=torch.int64):
 
 def _checkpoint_layout(load_dir):
     """(tag, tensor-parallel size) of the latest checkpoint in load_dir, or None if there is none."""
-    latest = os.path.join(load_dir, "latest")
-    if not os.path.isfile(latest):
+    if not os.path.isfile(os.path.join(load_dir, "latest")):
         return None
-    with open(latest) as f:
-        tag = f.read().strip()
+    tag = latest_tag(load_dir)
     folder = os.path.join(load_dir, tag)
     if not os.path.isdir(folder):
         raise UsageError(f"--load {load_dir}: 'latest' names {tag!r} but {folder} does not exist")
-    ranks = {int(m.group(1)) for name in os.listdir(folder) if (m := re.search(r"mp_rank_(\d+)_model_states", name))}
-    if not ranks:
-        raise UsageError(f"--load {load_dir}: {folder} holds no model states (mp_rank_*_model_states.pt)")
-    return tag, max(ranks) + 1
+    return tag, len(model_files(folder))
 
 
 def load_checkpoint(engine, args):
@@ -235,14 +231,39 @@ def _tensorboard(args):
     return SummaryWriter(log_dir=args.tensorboard_dir)
 
 
+def _training_corpus(args):
+    return resolve_corpus(args.train_data or "sample", args.text_key)
+
+
+def _data_cache_dir(args):
+    return args.data_cache_dir or os.path.join(REPO_DATA, "cache")
+
+
 def _tokenizer_training_texts(args):
     """What a missing SentencePiece model is trained on: --train-data (default: the bundled sample).
     Without --tokenizer-path the model is cached as {data cache}/{corpus}_spm_{vocab size}.model."""
-    corpus = resolve_corpus(args.train_data or "sample", args.text_key)
+    corpus = _training_corpus(args)
     if args.tokenizer_path is None:
-        cache_dir = args.data_cache_dir or os.path.join(REPO_DATA, "cache")
-        args.tokenizer_path = os.path.join(cache_dir, f"{corpus.name}_spm_{args.vocab_size}.model")
+        args.tokenizer_path = os.path.join(_data_cache_dir(args), f"{corpus.name}_spm_{args.vocab_size}.model")
     return LooseJsonDataset(corpus.path, corpus.text_key)
+
+
+class _DatasetChecked(Exception):
+    """--check-dataset has reported: every rank stops once all have reached the barrier."""
+
+
+def data_prefixes(args, tokenizer, append_eod=True, sentences=None):
+    """The .bin/.idx prefixes to train on (with weights, as --data-path takes them): --data-path, else
+    --train-data (default: the bundled sample) tokenized into the data cache on first use (see
+    data_utils.corpora.tokenized_corpus for append_eod and sentences). With --check-dataset, reports
+    their token ids against the vocabulary and stops the run."""
+    data_path = args.data_path or [tokenized_corpus(_training_corpus(args), tokenizer, _data_cache_dir(args),
+                                                    append_eod, sentences)]
+    if args.check_dataset:
+        for _, prefix in parse_data_path(data_path):
+            print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
+        raise _DatasetChecked()
+    return data_path
 
 
 def pretrain(args, datasets_provider, model_provider, forward_step):
@@ -269,12 +290,18 @@ def _setup(args, datasets_provider, model_provider):
     evaluations = args.train_iters // args.eval_interval + 1
     num_samples = (args.train_iters * global_batch, evaluations * args.eval_iters * global_batch,
                    args.eval_iters * global_batch)
+    checked = False
     for turn in ("first", "rest"):  # rank 0 trains a tokenizer, tokenizes, builds index caches; the rest read them
         if (dist.get_rank() == 0) == (turn == "first"):
             train_texts = _tokenizer_training_texts(args) if args.tokenizer_type == "SentencePieceTokenizer" else None
             tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
-            datasets = datasets_provider(args, tokenizer, num_samples)
+            try:
+                datasets = datasets_provider(args, tokenizer, num_samples)
+            except _DatasetChecked:
+                checked = True
         dist.barrier()
+    if checked:
+        raise SystemExit(0)
     args.padded_vocab_size, args.text_vocab_size = tokenizer.padded_vocab_size, tokenizer.vocab_size
     args.zero_stage_of_run = ds_config["zero_optimization"]["stage"]
     if args.deepspeed_activation_checkpointing:

@@ -68,3 +68,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, gpt2_data_prefix
     stopped = re.search(r"exiting at iteration (\d+) \(SIGTERM\)", output)
     assert stopped, output[-3000:]
     assert (checkpoints / "latest").read_text().strip() == f"global_step{stopped.group(1)}"
+
+
+def test_check_dataset_reports_and_stops_every_rank(tmp_path, gpt2_data_prefix):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", os.path.join(REPO, "pretrain_gpt2.py"),
+                             "--model-size", "tiny", "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path),
+                             "--check-dataset"], capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("token ids 0..50256, vocabulary size 50257") == 1

@@ -115,7 +115,6 @@ def test_binary_head_learns():
 def _logits_of_checkpoint(argv, tokens, types, padding):
     """Our model's gathered masked-LM and binary logits after loading a checkpoint (--finetune, 0 steps)."""
     import pretrain_bert
-    import training
     captured = {}
 
     def capture(data_iterator, model, args):
@@ -132,7 +131,6 @@ def _logits_of_checkpoint(argv, tokens, types, padding):
             pretrain_bert.main(argv)
     finally:
         pretrain_bert.forward_step = original
-    del training
     return captured["lm"], captured["binary"]
 
 
