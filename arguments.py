@@ -203,6 +203,43 @@ def add_tokenizer_args(parser):
     return parser
 
 
+def add_evaluation_args(parser):
+    """scripts/run_gpt2_eval.py (zero-shot tasks; --load, --data-path, --seq-length and --batch-size
+    come from the groups above)."""
+    group = parser.add_argument_group("zero-shot evaluation")
+    task = group.add_mutually_exclusive_group()
+    task.add_argument("--cloze-eval", action="store_true",
+                      help="LAMBADA: accuracy of predicting the last word of each {\"text\": ...} line in full")
+    task.add_argument("--webtext-eval", action="store_true",
+                      help="perplexity over --eval-iters batches of a large corpus (loose JSON or .bin/.idx)")
+    group.add_argument("--strict-lambada", action="store_true",
+                       help="LAMBADA: score the last word as it is tokenized in its context, not on its own")
+    group.add_argument("--overlapping-eval", type=int, default=None,
+                       help="wikitext: windows of --seq-length start this many tokens apart and score only "
+                            "their new tokens (default: --seq-length, no overlap)")
+    group.add_argument("--output-file", default=None, help="write the result as JSON here")
+    return parser
+
+
+def add_generation_args(parser):
+    """generate_samples.py."""
+    group = parser.add_argument_group("generation")
+    group.add_argument("--greedy", action="store_true", help="always the most likely token")
+    group.add_argument("--temperature", type=float, default=1.0, help="divides the logits before sampling")
+    group.add_argument("--top_k", "--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    group.add_argument("--top_p", "--top-p", type=float, default=0.0,
+                       help="sample among the most likely tokens whose probability reaches p (0: all)")
+    group.add_argument("--out-seq-length", type=int, default=256, help="new tokens per sample at most")
+    group.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
+    group.add_argument("--sample-input-file", default=None,
+                       help="one prompt per line (an empty line: unconditional); default: prompts typed at the terminal")
+    group.add_argument("--sample-output-file", default=None,
+                       help='one JSON line per sample: {"prompt": ..., "text": ..., "tokens": [generated ids]}')
+    group.add_argument("--kv-cache", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep keys and values of past positions (--no-kv-cache recomputes them, to check)")
+    return parser
+
+
 def make_tokenizer_from_args(args, train_texts=None, model_parallel_size=1):
     """The tokenizer the flags name. train_texts: an iterable of texts, used only to train a missing
     SentencePiece model."""
@@ -238,11 +275,15 @@ def explicit_flags(parser, argv):
     return set(vars(quiet.parse_args(argv)))
 
 
-def get_args(argv=None, description=None, defaults=None):
+def get_args(argv=None, description=None, defaults=None, extra_args=None):
     """Parse and check the pretraining flags. `defaults` lets an entry script change defaults
-    (e.g. BERT's tokenizer); presets fill the model shape."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    (e.g. BERT's tokenizer); `extra_args(parser)` adds a script's own groups; presets fill the model
+    shape."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_all_args(parser)
+    if extra_args:
+        extra_args(parser)
     if defaults:
         parser.set_defaults(**defaults)
     argv = sys.argv[1:] if argv is None else argv

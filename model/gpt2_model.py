@@ -32,15 +32,20 @@ class GPT2Model(torch.nn.Module):
                                                checkpoint_activations=checkpoint_activations,
                                                checkpoint_num_layers=checkpoint_num_layers)
 
-    def forward(self, tokens, position_ids=None):
-        seq = tokens.size(1)
-        if seq > self.max_sequence_length:
-            raise ValueError(f"a sequence of {seq} tokens is longer than --max-position-embeddings "
+    def forward(self, tokens, position_ids=None, cache=None):
+        """cache: a model.KVCache holding the positions before `tokens` (generation); it is extended
+        with these."""
+        past = 0 if cache is None else cache.length
+        end = past + tokens.size(1)
+        if end > self.max_sequence_length:
+            raise ValueError(f"a sequence of {end} tokens is longer than --max-position-embeddings "
                              f"{self.max_sequence_length}")
         if position_ids is None:
-            position_ids = torch.arange(seq, device=tokens.device).unsqueeze(0)
+            position_ids = torch.arange(past, end, device=tokens.device).unsqueeze(0)
         positions = torch.nn.functional.embedding(position_ids, self.position_embeddings)
         hidden = self.embedding_dropout(self.word_embeddings(tokens) + positions)
-        hidden = self.transformer(hidden)
+        hidden = self.transformer(hidden, cache=cache)
+        if cache is not None:
+            cache.advance(tokens.size(1))
         logits = torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
         return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)

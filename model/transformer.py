@@ -37,16 +37,24 @@ class ParallelSelfAttention(torch.nn.Module):
                                            init_method=output_init_method)
         self.output_dropout = torch.nn.Dropout(output_dropout)
 
-    def forward(self, hidden, attention_mask=None):
+    def forward(self, hidden, attention_mask=None, layer_cache=None):
         """hidden [batch, seq, hidden]; attention_mask: None (causal or full) or a boolean
-        [batch, 1, seq, seq] mask, True where attention is allowed."""
+        [batch, 1, seq, seq] mask, True where attention is allowed; layer_cache: this layer's part of a
+        model.KVCache, whose earlier positions the new ones attend to (causal models, generation)."""
         batch, seq, _ = hidden.shape
         q, k, v = (t.view(batch, seq, self.heads_here, self.head_dim).transpose(1, 2)
                    for t in self.query_key_value(hidden).chunk(3, dim=-1))
+        past = 0
+        if layer_cache is not None:
+            past = layer_cache.past
+            k, v = layer_cache.extend(k, v)
+        is_causal = self.causal and attention_mask is None and past == 0
+        if self.causal and attention_mask is None and past and seq > 1:  # new positions see the past and each other causally
+            attention_mask = torch.ones(seq, past + seq, dtype=torch.bool, device=hidden.device).tril(past)
         dropout = self.attention_dropout if self.training else 0.0
         with mpu.get_cuda_rng_tracker().fork() if dropout else contextlib.nullcontext():
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout,
-                                                     is_causal=self.causal and attention_mask is None)
+                                                     is_causal=is_causal)
         context = context.transpose(1, 2).reshape(batch, seq, self.heads_here * self.head_dim)
         return self.output_dropout(self.dense(context))
 
@@ -80,11 +88,11 @@ class ParallelTransformerLayer(torch.nn.Module):
         self.mlp_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method, gelu)
 
-    def forward(self, hidden, attention_mask=None):
+    def forward(self, hidden, attention_mask=None, layer_cache=None):
         if self.pre_layernorm:
-            hidden = hidden + self.attention(self.attention_layernorm(hidden), attention_mask)
+            hidden = hidden + self.attention(self.attention_layernorm(hidden), attention_mask, layer_cache)
             return hidden + self.mlp(self.mlp_layernorm(hidden))
-        hidden = self.attention_layernorm(hidden + self.attention(hidden, attention_mask))
+        hidden = self.attention_layernorm(hidden + self.attention(hidden, attention_mask, layer_cache))
         return self.mlp_layernorm(hidden + self.mlp(hidden))
 
 
@@ -112,8 +120,12 @@ class ParallelTransformer(torch.nn.Module):
             return hidden
         return run
 
-    def forward(self, hidden, attention_mask=None):
-        if self.checkpoint_activations and self.training:
+    def forward(self, hidden, attention_mask=None, cache=None):
+        """cache: a model.KVCache (inference), which each layer extends with the new positions."""
+        if cache is not None:
+            for number, layer in enumerate(self.layers):
+                hidden = layer(hidden, attention_mask, cache.for_layer(number))
+        elif self.checkpoint_activations and self.training:
             for start in range(0, len(self.layers), self.checkpoint_num_layers):
                 end = min(start + self.checkpoint_num_layers, len(self.layers))
                 args = (hidden,) if attention_mask is None else (hidden, attention_mask)

@@ -17,13 +17,14 @@ def _our_actions():
     for add in (arguments.add_model_args, arguments.add_regularization_args, arguments.add_training_args,
                 arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
                 arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
-                arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args):
+                arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args,
+                arguments.add_evaluation_args, arguments.add_generation_args):
         add(parser)
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
 
 def _source_without_declarations():
-    files = [f for pattern in ("*.py", "model/*.py", "data_utils/*.py", "mpu/*.py", "scripts/*.py")
+    files = [f for pattern in ("*.py", "model/*.py", "data_utils/*.py", "mpu/*.py", "scripts/*.py", "tasks/*.py")
              for f in glob.glob(os.path.join(REPO, pattern))]
     text = "\n".join(open(f, encoding="utf-8").read() for f in files)
     return re.sub(r"add_argument\((?:[^()]|\([^()]*\))*\)", "", text)

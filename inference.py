@@ -1,0 +1,87 @@
+"""A trained GPT-2 ready for evaluation and generation, shared by scripts/run_gpt2_eval.py and
+generate_samples.py.
+
+The checkpoint is one that training wrote (any ZeRO stage, any tensor-parallel size) or one that
+scripts/convert_checkpoint.py wrote. The model's shape and its tokenizer come from the flags saved in
+the checkpoint; flags given on the command line override them. The weights are merged over the saved
+tensor-parallel shards and split again for this run's --model-parallel-size, so any saved layout loads
+at any tensor-parallel size (every rank reads the whole checkpoint to do so).
+"""
+
+import torch
+from deepspeed.accelerator import get_accelerator
+
+import mpu
+from arguments import make_tokenizer_from_args
+from checkpoint_files import read_checkpoint
+from model import GPT2Model
+from model.tensor_parallel_state import split_state
+from training import UsageError, initialize_distributed, print_rank_0, set_random_seed
+
+SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "layernorm_epsilon")
+TOKENIZER_FLAGS = ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_path", "tokenizer_model_type",
+                   "make_vocab_size_divisible_by")
+
+
+def _take_saved_flags(args, saved):
+    for name in SHAPE_FLAGS + TOKENIZER_FLAGS:
+        if name not in args.explicit and name in saved:
+            setattr(args, name, saved[name])
+    if "seq_length" not in args.explicit:
+        args.seq_length = args.max_position_embeddings
+    if args.seq_length > args.max_position_embeddings:
+        raise UsageError(f"--seq-length {args.seq_length} is longer than the model's {args.max_position_embeddings} "
+                         "positions: choose a shorter --seq-length")
+    if args.hidden_size % args.num_attention_heads or args.num_attention_heads % args.model_parallel_size:
+        raise UsageError(f"{args.num_attention_heads} attention heads (hidden size {args.hidden_size}) do not split "
+                         f"over --model-parallel-size {args.model_parallel_size}")
+
+
+def _padded_embedding(state, tensor_parallel):
+    """Zero rows appended so the vocabulary splits over this run's tensor-parallel size (they are
+    never scored: logits are cut to the tokenizer's vocabulary)."""
+    words = state["word_embeddings.weight"]
+    extra = -words.size(0) % tensor_parallel
+    if extra:
+        state["word_embeddings.weight"] = torch.cat([words, words.new_zeros(extra, words.size(1))])
+    return state["word_embeddings.weight"].size(0)
+
+
+def _dtype(args):
+    if args.fp16 and get_accelerator().device_name() == "cpu":
+        raise UsageError("--fp16 needs a GPU; on CPU use --bf16")
+    return torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
+
+
+def load_gpt2(args):
+    """Start torch.distributed and mpu, then (model in eval mode on this rank's device with logits
+    gathered over the tensor-parallel group, tokenizer). Needs --load."""
+    if not args.load:
+        raise UsageError("--load CKPT_DIR is required: a checkpoint directory written by training or by "
+                         "scripts/convert_checkpoint.py")
+    initialize_distributed(args)
+    set_random_seed(args.seed)
+    state, saved, tag = read_checkpoint(args.load)
+    if "tokentype_embeddings" in state:
+        raise UsageError(f"--load {args.load}: a BERT checkpoint; evaluation and generation take GPT-2")
+    _take_saved_flags(args, saved)
+    tensor_parallel = mpu.get_model_parallel_world_size()
+    tokenizer = make_tokenizer_from_args(args, model_parallel_size=tensor_parallel)
+    rows = _padded_embedding(state, tensor_parallel)
+    if tokenizer.vocab_size > rows:
+        raise UsageError(f"--load {args.load}: the model embeds {rows} tokens but the tokenizer "
+                         f"({tokenizer.name}) has {tokenizer.vocab_size}: pass the tokenizer it was trained with")
+    model = GPT2Model(num_layers=args.num_layers, vocab_size=rows, hidden_size=args.hidden_size,
+                      num_attention_heads=args.num_attention_heads, max_sequence_length=args.max_position_embeddings,
+                      embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0,
+                      layernorm_epsilon=args.layernorm_epsilon, parallel_output=False)
+    try:
+        model.load_state_dict(split_state(state, tensor_parallel)[mpu.get_model_parallel_rank()])
+    except RuntimeError as error:
+        raise UsageError(f"--load {args.load}: the weights do not fit the model the flags describe "
+                         f"(a shape flag that contradicts the checkpoint?): {str(error).strip().splitlines()[-1].strip()}")
+    model = model.to(device=get_accelerator().current_device_name(), dtype=_dtype(args)).eval()
+    print_rank_0(f"> loaded {args.load}/{tag}: {args.num_layers} layers, hidden {args.hidden_size}, "
+                 f"{args.num_attention_heads} heads, {args.max_position_embeddings} positions, "
+                 f"{tokenizer.name} ({tokenizer.vocab_size} tokens), tensor parallel {tensor_parallel}")
+    return model, tokenizer
