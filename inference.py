@@ -78,8 +78,9 @@ def load_gpt2(args):
     try:
         model.load_state_dict(split_state(state, tensor_parallel)[mpu.get_model_parallel_rank()])
     except RuntimeError as error:
+        detail = str(error).strip().splitlines()[-1].strip()
         raise UsageError(f"--load {args.load}: the weights do not fit the model the flags describe "
-                         f"(a shape flag that contradicts the checkpoint?): {str(error).strip().splitlines()[-1].strip()}")
+                         f"(a shape flag that contradicts the checkpoint?): {detail}") from None
     model = model.to(device=get_accelerator().current_device_name(), dtype=_dtype(args)).eval()
     print_rank_0(f"> loaded {args.load}/{tag}: {args.num_layers} layers, hidden {args.hidden_size}, "
                  f"{args.num_attention_heads} heads, {args.max_position_embeddings} positions, "

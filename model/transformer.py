@@ -49,7 +49,7 @@ class ParallelSelfAttention(torch.nn.Module):
             past = layer_cache.past
             k, v = layer_cache.extend(k, v)
         is_causal = self.causal and attention_mask is None and past == 0
-        if self.causal and attention_mask is None and past and seq > 1:  # new positions see the past and each other causally
+        if self.causal and attention_mask is None and past and seq > 1:  # the past, and each other causally
             attention_mask = torch.ones(seq, past + seq, dtype=torch.bool, device=hidden.device).tril(past)
         dropout = self.attention_dropout if self.training else 0.0
         with mpu.get_cuda_rng_tracker().fork() if dropout else contextlib.nullcontext():

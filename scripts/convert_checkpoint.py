@@ -74,6 +74,7 @@ def from_hf(hf_dir, save_dir, model_parallel_size, divisible_by):
     padded = padded_vocab_size(vocab, divisible_by, model_parallel_size)
     state, args = convert(config, _read_hf_state(hf_dir), padded)
     args.update(text_vocab_size=vocab, padded_vocab_size=padded)
+    save_dir = os.path.abspath(save_dir)  # the tokenizer paths recorded below must not depend on the cwd
     os.makedirs(save_dir, exist_ok=True)
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(hf_dir, name)):

@@ -1,5 +1,6 @@
 """The launch scripts as users run them: real launchers, real processes, the log as users read it."""
 
+import json
 import os
 import re
 import signal
@@ -40,6 +41,19 @@ def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, gpt2_data_prefix):
     assert "data parallel 2" in output and "ZeRO stage 2, bf16" in output
     assert (checkpoints / "latest").read_text().strip() == "global_step4"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "runs"))
+    # the checkpoint of two data-parallel ranks generates at two tensor-parallel ranks as in one process
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The hacker ethic\n\n")
+    outputs = {}
+    for mp_size in ("1", "2"):
+        outputs[mp_size] = tmp_path / f"samples-{mp_size}.jsonl"
+        result = _script("generate_text.sh", {"MP_SIZE": mp_size, "GREEDY": "1", "OUT_SEQ_LENGTH": "8",
+                                              "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(_free_port())},
+                         "--sample-input-file", str(prompts), "--sample-output-file", str(outputs[mp_size]))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    samples = [[json.loads(line) for line in outputs[size].read_text().splitlines()] for size in ("1", "2")]
+    assert samples[0] == samples[1] and [s["prompt"] for s in samples[0]] == ["The hacker ethic", ""]
+    assert all(len(s["tokens"]) <= 8 for s in samples[0])
 
 
 def test_fp16_on_cpu_is_one_clear_line(tmp_path):
