@@ -122,6 +122,11 @@ def add_mixed_precision_args(parser):
 def add_distributed_args(parser):
     group = parser.add_argument_group("distributed")
     group.add_argument("--model-parallel-size", type=int, default=1, help="tensor model-parallel size")
+    group.add_argument("--pipe-parallel-size", type=int, default=1,
+                       help="pipeline stages (GPT-2; DeepSpeed's pipeline engine, ZeRO stage 0 or 1)")
+    group.add_argument("--pipe-partition-method", default="parameters",
+                       choices=("parameters", "uniform", "type:ParallelTransformerLayer"),
+                       help="how layers are spread over stages: balance parameters, layers, or transformer layers")
     group.add_argument("--zero-stage", type=int, default=None, choices=(0, 1, 2, 3),
                        help="ZeRO stage when the ds_config does not set it (default 0)")
     group.add_argument("--distributed-backend", default=None, choices=("nccl", "gloo", "ccl", "hccl"),
@@ -311,6 +316,9 @@ def check_args(args):
     if tp < 1 or args.num_attention_heads % tp:
         problems.append(f"--num-attention-heads {args.num_attention_heads} is not divisible by "
                         f"--model-parallel-size {tp}: choose a model-parallel size that divides the heads")
+    if args.pipe_parallel_size < 1 or args.num_layers % args.pipe_parallel_size:
+        problems.append(f"--num-layers {args.num_layers} does not split over --pipe-parallel-size "
+                        f"{args.pipe_parallel_size} stages: choose a number of stages that divides the layers")
     if args.fp16 and args.bf16:
         problems.append("--fp16 and --bf16 are exclusive: choose one")
     if args.seq_length > args.max_position_embeddings:

@@ -3,7 +3,9 @@
 Layout, as engine.save_checkpoint writes it: DIR/latest holds the tag; DIR/TAG/mp_rank_XX_model_states.pt
 (one per tensor-parallel rank; `zero_pp_rank_D_mp_rank_XX_model_states.pt` under ZeRO-3) holds
 {"module": state dict, ..., "args": the run's flags}. A ZeRO-3 checkpoint's module states are
-partitioned; they are gathered with DeepSpeed's zero_to_fp32.
+partitioned; they are gathered with DeepSpeed's zero_to_fp32. A pipeline checkpoint has one
+mp_rank file per (stage, tensor rank) without the module, and the weights in
+DIR/TAG/layer_II-model_XX-model_states.pt, one per pipeline layer and tensor-parallel rank.
 """
 
 import os
@@ -11,7 +13,10 @@ import re
 
 import torch
 
+from model.gpt2_pipeline import gpt2_state_from_layers
 from model.tensor_parallel_state import merge_states
+
+_LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 
 
 def latest_tag(directory):
@@ -34,12 +39,33 @@ def model_files(folder):
     return [by_rank[rank] for rank in sorted(by_rank)]
 
 
+def layer_files(folder):
+    """{tensor-parallel rank: {pipeline layer index: path}} of a pipeline checkpoint; {} for another."""
+    files = {}
+    for name in os.listdir(folder):
+        match = _LAYER_FILE.fullmatch(name)
+        if match:
+            files.setdefault(int(match.group(2)), {})[int(match.group(1))] = os.path.join(folder, name)
+    return files
+
+
+def checkpoint_layout(folder):
+    """(tensor-parallel size, pipeline stages) that a tag folder was saved with."""
+    ranks, layers = len(model_files(folder)), layer_files(folder)
+    return (len(layers), ranks // len(layers)) if layers else (ranks, 1)
+
+
 def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
     tag = tag or latest_tag(directory)
     files = model_files(os.path.join(directory, tag))
     states = [torch.load(path, map_location="cpu", weights_only=False) for path in files]
     args = states[0].get("args", {})
+    pipeline = layer_files(os.path.join(directory, tag))
+    if pipeline:
+        return merge_states([gpt2_state_from_layers({index: torch.load(path, map_location="cpu", weights_only=True)
+                                                     for index, path in pipeline[rank].items()}, args["num_layers"])
+                             for rank in sorted(pipeline)]), args, tag
     if args.get("zero_stage_of_run") == 3 or not states[0]["module"]:
         if len(files) > 1:
             raise ValueError(f"{directory}/{tag}: ZeRO-3 with tensor parallelism cannot be read here yet")

@@ -80,8 +80,11 @@ def build_ds_config(args, data_parallel_size):
     _batch_sizes(config, fill, args, data_parallel_size, source)
     _precision(config, fill, args, source)
     zero = config.setdefault("zero_optimization", {})
-    fill.resolve(zero, "stage", "--zero-stage", args.zero_stage if args.zero_stage is not None else 0,
-                 "zero_optimization.stage")
+    stage = fill.resolve(zero, "stage", "--zero-stage", args.zero_stage if args.zero_stage is not None else 0,
+                         "zero_optimization.stage")
+    if args.pipe_parallel_size > 1 and stage > 1:
+        raise ConfigError(f"{source}: ZeRO stage {stage} with --pipe-parallel-size {args.pipe_parallel_size}: "
+                          "DeepSpeed's pipeline engine takes ZeRO stage 0 or 1 (e.g. ds_configs/ds_zero1.json)")
     fill.resolve(config, "gradient_clipping", "--clip-grad", args.clip_grad)
     _optimizer(config, fill, args)
     _scheduler(config, fill, args, source)

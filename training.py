@@ -22,7 +22,7 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
-from checkpoint_files import latest_tag, model_files
+from checkpoint_files import checkpoint_layout, latest_tag
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import TokenIdError, check_dataset
@@ -65,7 +65,7 @@ def initialize_distributed(args):
                                                                               os.environ["WORLD_SIZE"]))))
     deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name())
     try:
-        mpu.initialize_model_parallel(args.model_parallel_size)
+        mpu.initialize_model_parallel(args.model_parallel_size, args.pipe_parallel_size)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -102,14 +102,16 @@ def param_groups(model):
 
 
 def count_parameters(model):
-    """Parameters of the whole model (all tensor-parallel slices, ZeRO-3 partitions included)."""
-    partitioned = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
-                      if getattr(p, "tensor_model_parallel", False))
-    replicated = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
-                     if not getattr(p, "tensor_model_parallel", False))
-    total = torch.tensor([partitioned], dtype=torch.float64, device=get_accelerator().current_device_name())
-    dist.all_reduce(total, group=mpu.get_model_parallel_group())
-    return int(total.item()) + replicated
+    """Parameters of the whole model: all tensor-parallel slices, ZeRO-3 partitions and pipeline stages
+    (a tied weight counted once)."""
+    counts = [0, 0]  # tensor-parallel slices, replicated
+    for p in model.parameters():
+        if not getattr(p, "ds_pipe_replicated", False):
+            counts[not getattr(p, "tensor_model_parallel", False)] += getattr(p, "ds_numel", p.numel())
+    total = torch.tensor(counts, dtype=torch.float64, device=get_accelerator().current_device_name())
+    dist.all_reduce(total[:1], group=mpu.get_model_parallel_group())
+    dist.all_reduce(total, group=mpu.get_pipeline_model_parallel_group())
+    return int(total.sum().item())
 
 
 def broadcast_batch(data_iterator, keys, datatype=torch.int64):
@@ -119,14 +121,15 @@ def broadcast_batch(data_iterator, keys, datatype=torch.int64):
 
 
 def _checkpoint_layout(load_dir):
-    """(tag, tensor-parallel size) of the latest checkpoint in load_dir, or None if there is none."""
+    """(tag, (tensor-parallel size, pipeline stages)) of the latest checkpoint in load_dir, or None if
+    there is none."""
     if not os.path.isfile(os.path.join(load_dir, "latest")):
         return None
     tag = latest_tag(load_dir)
     folder = os.path.join(load_dir, tag)
     if not os.path.isdir(folder):
         raise UsageError(f"--load {load_dir}: 'latest' names {tag!r} but {folder} does not exist")
-    return tag, len(model_files(folder))
+    return tag, checkpoint_layout(folder)
 
 
 def load_checkpoint(engine, args):
@@ -135,11 +138,13 @@ def load_checkpoint(engine, args):
     if layout is None:
         print_rank_0(f"warning: no checkpoint in --load {args.load} (no 'latest' file); training from scratch")
         return 0, 0
-    tag, saved_tp = layout
-    if saved_tp != args.model_parallel_size:
-        raise UsageError(f"--load {args.load}: checkpoint {tag} was saved with --model-parallel-size {saved_tp} "
-                         f"but this run uses {args.model_parallel_size}; resume with --model-parallel-size "
-                         f"{saved_tp}, or convert the checkpoint to the new layout first")
+    tag, saved = layout
+    if saved != (args.model_parallel_size, args.pipe_parallel_size):
+        flags = f"--model-parallel-size {saved[0]} --pipe-parallel-size {saved[1]}"
+        raise UsageError(f"--load {args.load}: checkpoint {tag} was saved with {flags} but this run uses "
+                         f"--model-parallel-size {args.model_parallel_size} --pipe-parallel-size "
+                         f"{args.pipe_parallel_size}; resume with {flags}, or convert the checkpoint to the new "
+                         "layout first (scripts/convert_checkpoint.py)")
     full = not args.finetune
     path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
                                           load_optimizer_states=full and not args.no_load_optim,
@@ -199,12 +204,29 @@ class _StopSignal:
         return bool(flag.item())
 
 
+def _pipeline_batches(pipeline_batch, data_iterator, args):
+    while True:
+        yield pipeline_batch(data_iterator, args)
+
+
+def _batches(dataset, args, pipeline_batch, start_step=0):
+    """What forward_step reads from (see _data_loader); with pipeline stages, (inputs, labels) micro-batches
+    for the pipeline engine, which reads them on its first and last stages."""
+    loader = _data_loader(dataset, args, start_step)
+    return _pipeline_batches(pipeline_batch, loader, args) if args.pipe_parallel_size > 1 else loader
+
+
 def evaluate(forward_step, data_iterator, engine, args, iterations):
+    """Mean logged values over `iterations` batches (a pipeline engine: iterations x
+    --gradient-accumulation-steps micro-batches)."""
     engine.eval()
     totals = {}
     with torch.no_grad():
         for _ in range(iterations):
-            _, values = forward_step(data_iterator, engine, args)
+            if isinstance(engine, deepspeed.PipelineEngine):
+                values = {"lm loss": engine.eval_batch(data_iterator).item()}
+            else:
+                _, values = forward_step(data_iterator, engine, args)
             for name, value in values.items():
                 totals[name] = totals.get(name, 0.0) + float(value) / iterations
     engine.train()
@@ -266,22 +288,27 @@ def data_prefixes(args, tokenizer, append_eod=True, sentences=None):
     return data_path
 
 
-def pretrain(args, datasets_provider, model_provider, forward_step):
+def pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch=None):
     """Train as the flags say; returns {iteration: {name: value}}: the training losses and the learning
     rate of the engine's optimizer after that iteration's step.
 
-    model_provider(args, tokenizer) -> torch.nn.Module
+    model_provider(args, tokenizer) -> torch.nn.Module (a deepspeed PipelineModule with --pipe-parallel-size > 1)
     datasets_provider(args, tokenizer, num_samples) -> (train, valid, test) datasets (None: no split)
     forward_step(data_iterator, model, args) -> (loss to backpropagate, {name: float to log})
+    pipeline_batch(data_iterator, args) -> (inputs, labels) of one micro-batch for the pipeline engine, which
+        runs the PipelineModule's loss and logs it as "lm loss" (None: the model has no pipeline form)
     """
     try:
-        return _pretrain(args, datasets_provider, model_provider, forward_step)
+        return _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch)
     except (UsageError, ConfigError, TokenIdError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
-def _setup(args, datasets_provider, model_provider):
+def _setup(args, datasets_provider, model_provider, pipelined):
+    if args.pipe_parallel_size > 1 and not pipelined:
+        raise UsageError(f"--pipe-parallel-size {args.pipe_parallel_size}: {os.path.basename(sys.argv[0])} has no "
+                         "pipeline form of its model (pretrain_gpt2.py has)")
     initialize_distributed(args)
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
@@ -303,6 +330,11 @@ def _setup(args, datasets_provider, model_provider):
     if checked:
         raise SystemExit(0)
     args.padded_vocab_size, args.text_vocab_size = tokenizer.padded_vocab_size, tokenizer.vocab_size
+    if args.eod_mask_loss:
+        try:
+            args.eod = tokenizer.eod
+        except AttributeError as error:
+            raise UsageError(f"--eod-mask-loss: {error}") from None
     args.zero_stage_of_run = ds_config["zero_optimization"]["stage"]
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
@@ -311,25 +343,27 @@ def _setup(args, datasets_provider, model_provider):
     with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu,
                              enabled=ds_config["zero_optimization"]["stage"] == 3):
         model = model_provider(args, tokenizer)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=param_groups(model), config=ds_config, mpu=mpu,
+    engine, _, _, _ = deepspeed.initialize(  # a PipelineModule brings its own grid (the same groups as mpu's)
+        model=model, model_parameters=param_groups(model), config=ds_config, mpu=None if pipelined else mpu,
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
     return engine, tokenizer, datasets, global_batch
 
 
-def _pretrain(args, datasets_provider, model_provider, forward_step):
+def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch):
+    pipelined = args.pipe_parallel_size > 1
     engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(args, datasets_provider,
-                                                                                   model_provider)
+                                                                                   model_provider, pipelined)
     parameters = count_parameters(engine.module)
-    print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, data "
-                 f"parallel {mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
+    print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
+                 f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "
+                 f"{mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
                  f"{engine.zero_optimization_stage()}, {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
                  f"{get_accelerator().device_name()}")
     iteration, consumed = load_checkpoint(engine, args) if args.load else (0, 0)
     accumulation = args.gradient_accumulation_steps
     start_step = iteration * accumulation if args.resume_dataloader else 0
-    train_iterator = _data_loader(train_data, args, start_step)
-    valid_iterator = _data_loader(valid_data, args)
+    train_iterator = _batches(train_data, args, pipeline_batch, start_step)
+    valid_iterator = _batches(valid_data, args, pipeline_batch)
     writer = _tensorboard(args)
     stop = _StopSignal()
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
@@ -337,7 +371,9 @@ def _pretrain(args, datasets_provider, model_provider, forward_step):
     last_saved = None
     while iteration < args.train_iters:
         values, norm = {}, None
-        for _ in range(accumulation):
+        if pipelined:  # the engine runs --gradient-accumulation-steps micro-batches through the stages
+            values = {"lm loss": engine.train_batch(train_iterator).item()}
+        for _ in range(0 if pipelined else accumulation):
             loss, step_values = forward_step(train_iterator, engine, args)
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0 \
@@ -372,7 +408,7 @@ def _pretrain(args, datasets_provider, model_provider, forward_step):
     if args.save and last_saved != iteration:
         save_checkpoint(engine, args, iteration, consumed)
     if test_data is not None and args.eval_iters > 0:
-        _report_evaluation("test", evaluate(forward_step, _data_loader(test_data, args), engine, args,
+        _report_evaluation("test", evaluate(forward_step, _batches(test_data, args, pipeline_batch), engine, args,
                                             args.eval_iters), iteration, writer)
     if writer:
         writer.close()

@@ -1,11 +1,16 @@
-"""GPT-2 built from mpu layers: learned positions, pre-LayerNorm blocks, output tied to the input embedding."""
+"""GPT-2 built from mpu layers: learned positions, pre-LayerNorm blocks, output tied to the input embedding.
+
+Given a seed, its parts are built under seeds in the order of its pipeline form (model/gpt2_pipeline.py):
+word embeddings seed, positions seed + 1, transformer layer i seed + 2 + i; so GPT2Model(seed=s) and
+the pipeline model with seed s hold the same weights.
+"""
 
 import deepspeed
 import torch
 
 import mpu
 
-from .transformer import ParallelTransformer, init_normal
+from .transformer import ParallelTransformer, init_normal, seeded
 
 
 class GPT2Model(torch.nn.Module):
@@ -15,22 +20,25 @@ class GPT2Model(torch.nn.Module):
     def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
                  embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                  layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                 parallel_output=True):
+                 parallel_output=True, seed=None):
         super().__init__()
         self.parallel_output = parallel_output
         self.max_sequence_length = max_sequence_length
         init = init_normal(init_method_std)
-        self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
+        with seeded(seed):
+            self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
         # a parameter of this module, not an nn.Embedding: under ZeRO-3 a submodule's parameters are
         # partitioned as soon as the submodule is built, too early to initialise them here
-        self.position_embeddings = torch.nn.Parameter(init(torch.empty(max_sequence_length, hidden_size)))
+        with seeded(None if seed is None else seed + 1):
+            self.position_embeddings = torch.nn.Parameter(init(torch.empty(max_sequence_length, hidden_size)))
         self.embedding_dropout = torch.nn.Dropout(embedding_dropout)
         deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
         self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
                                                hidden_dropout, init_method_std, layernorm_epsilon=layernorm_epsilon,
                                                causal=True, pre_layernorm=True, gelu="tanh",
                                                checkpoint_activations=checkpoint_activations,
-                                               checkpoint_num_layers=checkpoint_num_layers)
+                                               checkpoint_num_layers=checkpoint_num_layers,
+                                               seed=None if seed is None else seed + 2)
 
     def forward(self, tokens, position_ids=None, cache=None):
         """cache: a model.KVCache holding the positions before `tokens` (generation); it is extended
@@ -49,3 +57,11 @@ class GPT2Model(torch.nn.Module):
             cache.advance(tokens.size(1))
         logits = torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
         return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)
+
+
+def language_model_loss(logits, labels_and_mask):
+    """Mean cross-entropy of this rank's vocabulary-parallel logits over the tokens where the mask is set."""
+    labels, loss_mask = labels_and_mask
+    losses = mpu.vocab_parallel_cross_entropy(logits.float(), labels)
+    loss_mask = loss_mask.to(losses.dtype)
+    return (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1)

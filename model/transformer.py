@@ -22,6 +22,19 @@ def init_normal(std):
     return init_
 
 
+@contextlib.contextmanager
+def seeded(seed):
+    """Draw the initial weights built inside from torch's CPU generator seeded with `seed` (None: as it
+    is), leaving its state outside unchanged. A model whose parts are each built under their own seed
+    is the same model however its parts are spread over pipeline stages."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 class ParallelSelfAttention(torch.nn.Module):
     def __init__(self, hidden_size, num_attention_heads, attention_dropout, output_dropout, init_method,
                  output_init_method, causal):
@@ -96,20 +109,33 @@ class ParallelTransformerLayer(torch.nn.Module):
         return self.mlp_layernorm(hidden + self.mlp(hidden))
 
 
+def layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
+                  ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True, gelu="none"):
+    """ParallelTransformerLayer's keyword arguments for layer of a stack of num_layers (its output
+    projections are initialised with std / sqrt(2 x layers), as GPT-2's)."""
+    return dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
+                ffn_hidden_size=ffn_hidden_size or 4 * hidden_size, attention_dropout=attention_dropout,
+                hidden_dropout=hidden_dropout, init_method=init_normal(init_method_std),
+                output_init_method=init_normal(init_method_std / math.sqrt(2.0 * num_layers)),
+                layernorm_epsilon=layernorm_epsilon, causal=causal, pre_layernorm=pre_layernorm, gelu=gelu)
+
+
 class ParallelTransformer(torch.nn.Module):
     """A stack of layers; with checkpoint_activations, every checkpoint_num_layers layers are one
     `mpu.checkpoint` (deepspeed.checkpointing's when it is installed as mpu's implementation)."""
 
     def __init__(self, num_layers, hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                  init_method_std, ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True,
-                 gelu="none", checkpoint_activations=False, checkpoint_num_layers=1):
+                 gelu="none", checkpoint_activations=False, checkpoint_num_layers=1, seed=None):
+        """seed: layer i is built under seeded(seed + i) (see `seeded`); None draws from torch as it is."""
         super().__init__()
-        output_init = init_normal(init_method_std / math.sqrt(2.0 * num_layers))
-        self.layers = torch.nn.ModuleList(
-            ParallelTransformerLayer(hidden_size, num_attention_heads, ffn_hidden_size or 4 * hidden_size,
-                                     attention_dropout, hidden_dropout, init_normal(init_method_std), output_init,
-                                     layernorm_epsilon, causal, pre_layernorm, gelu)
-            for _ in range(num_layers))
+        layers = []
+        for number in range(num_layers):
+            with seeded(None if seed is None else seed + number):
+                layers.append(ParallelTransformerLayer(**layer_options(
+                    hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
+                    ffn_hidden_size, layernorm_epsilon, causal, pre_layernorm, gelu)))
+        self.layers = torch.nn.ModuleList(layers)
         self.final_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon) if pre_layernorm else None
         self.checkpoint_activations, self.checkpoint_num_layers = checkpoint_activations, checkpoint_num_layers
 

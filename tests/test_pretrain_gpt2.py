@@ -1,4 +1,5 @@
-"""GPT-2 pretraining end to end: the same losses on every parallel layout, resumption, clear errors."""
+"""GPT-2 pretraining end to end: the same losses on every parallel layout (pipeline stages included),
+resumption, clear errors."""
 
 import contextlib
 import glob
@@ -34,6 +35,11 @@ LAYOUTS = {
     "TP=2, with evaluation": (2, ["--model-parallel-size", "2", "--eval-iters", "1", "--eval-interval", "10"], 8),
     "TP=2 x DP=2 ZeRO-2": (4, ["--model-parallel-size", "2", "--zero-stage", "2"], 4),
     "activation checkpointing (mpu)": (1, ["--checkpoint-activations"], 8),
+    "PP=2, micro 4 x accumulation 2": (2, ["--pipe-parallel-size", "2", "--gradient-accumulation-steps", "2"], 4),
+    "TP=2 x PP=2 ZeRO-1, micro 4 x accumulation 2": (
+        4, ["--model-parallel-size", "2", "--pipe-parallel-size", "2", "--zero-stage", "1",
+            "--gradient-accumulation-steps", "2"], 4),
+    "PP=2 x DP=2, activation checkpointing": (4, ["--pipe-parallel-size", "2", "--checkpoint-activations"], 4),
     "TP=2, DeepSpeed activation checkpointing, partitioned": (
         2, ["--model-parallel-size", "2", "--checkpoint-activations", "--deepspeed-activation-checkpointing",
             "--partition-activations"], 8),
@@ -107,4 +113,5 @@ def test_bad_setups_stop_with_one_clear_message(tmp_path, gpt2_data_prefix):
     assert "--num-attention-heads 2 is not divisible by --model-parallel-size 4" in single["heads"]
     double = run_distributed(2, _errors_body, gpt2_data_prefix, str(tmp_path), 2)[0]
     assert "world size 2 is not divisible by --model-parallel-size 4" in double["world"]
-    assert "was saved with --model-parallel-size 1 but this run uses 2" in double["layout"]
+    assert "was saved with --model-parallel-size 1 --pipe-parallel-size 1 but this run uses --model-parallel-size 2" \
+        in double["layout"]

@@ -1,0 +1,110 @@
+"""GPT-2 as a deepspeed.pipe.PipelineModule, for pipeline parallelism (--pipe-parallel-size > 1).
+
+The same parameters as GPT2Model, as a list of layers that DeepSpeed's pipeline engine partitions
+into stages:
+
+    0        word embeddings (tied with L + 3: one weight, its gradient summed over both stages)
+    1        positions, embedding dropout
+    2..L+1   transformer layers
+    L+2      final LayerNorm
+    L+3      output logits through the word embeddings
+
+Layer i is built under seed + i, as GPT2Model(seed=seed) builds its parts, so the model is the same
+at any number of stages. Tensor parallelism works inside every layer as in GPT2Model; the topology
+is mpu's (tensor fastest, then data, then pipeline).
+"""
+
+import torch
+from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
+from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+import mpu
+
+from .gpt2_model import language_model_loss
+from .transformer import ParallelTransformerLayer, init_normal, layer_options, seeded
+
+
+class WordEmbeddingPipe(torch.nn.Module):
+    def __init__(self, vocab_size, hidden_size, init_method_std):
+        super().__init__()
+        self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size,
+                                                          init_method=init_normal(init_method_std))
+
+    def forward(self, tokens):
+        return self.word_embeddings(tokens)
+
+    def logits(self, hidden):
+        """This rank's vocabulary slice of the logits, for mpu.vocab_parallel_cross_entropy."""
+        return torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
+
+
+class PositionEmbeddingPipe(torch.nn.Module):
+    def __init__(self, max_sequence_length, hidden_size, init_method_std, dropout):
+        super().__init__()
+        self.position_embeddings = torch.nn.Parameter(
+            init_normal(init_method_std)(torch.empty(max_sequence_length, hidden_size)))
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, embeddings):
+        return self.dropout(embeddings + self.position_embeddings[:embeddings.size(1)].unsqueeze(0))
+
+
+class _SeededBuild:
+    """A layer spec whose module is built under its own seed."""
+
+    def seeded_with(self, seed):
+        self.seed = seed
+        return self
+
+    def build(self, log=False):
+        with seeded(self.seed):
+            return super().build(log)
+
+
+class _SeededLayerSpec(_SeededBuild, LayerSpec):
+    pass
+
+
+class _SeededTiedLayerSpec(_SeededBuild, TiedLayerSpec):
+    pass
+
+
+def _logits(module, hidden):
+    return module.logits(hidden)
+
+
+def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length, seed,
+                  embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
+                  layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
+                  partition_method="parameters"):
+    """The PipelineModule over mpu's groups: input tokens, labels (labels, loss mask), loss averaged
+    over the unmasked tokens."""
+    options = layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout,
+                            init_method_std, layernorm_epsilon=layernorm_epsilon, causal=True, pre_layernorm=True,
+                            gelu="tanh")
+    embedding = ("embed", WordEmbeddingPipe, vocab_size, hidden_size, init_method_std)
+    tied = {"tied_weight_attr": "word_embeddings.weight"}
+    layers = [(_SeededTiedLayerSpec, embedding, tied),
+              (_SeededLayerSpec, (PositionEmbeddingPipe, max_sequence_length, hidden_size, init_method_std,
+                                  embedding_dropout), {}),
+              *[(_SeededLayerSpec, (ParallelTransformerLayer,), options)] * num_layers,
+              (_SeededLayerSpec, (torch.nn.LayerNorm, hidden_size), {"eps": layernorm_epsilon}),
+              (_SeededTiedLayerSpec, embedding, {**tied, "forward_fn": _logits})]
+    specs = [spec(*args, **kwargs).seeded_with(seed + index) for index, (spec, args, kwargs) in enumerate(layers)]
+    topology = PipeModelDataParallelTopology(num_pp=mpu.get_pipeline_model_parallel_world_size(),
+                                             num_mp=mpu.get_model_parallel_world_size(),
+                                             num_dp=mpu.get_data_parallel_world_size())
+    return PipelineModule(specs, topology=topology, loss_fn=language_model_loss, partition_method=partition_method,
+                          activation_checkpoint_interval=checkpoint_num_layers if checkpoint_activations else 0,
+                          activation_checkpoint_func=mpu.checkpoint)
+
+
+def gpt2_state_from_layers(layer_states, num_layers):
+    """GPT2Model's state dict (of one tensor-parallel rank) from the pipeline's per-layer state dicts
+    {layer index: state dict}, as a pipeline checkpoint holds them."""
+    prefixes = {0: "", 1: "", num_layers + 2: "transformer.final_layernorm.", num_layers + 3: ""}
+    state = {}
+    for index, layer_state in layer_states.items():
+        prefix = prefixes.get(index, f"transformer.layers.{index - 2}.")
+        state.update({prefix + name: tensor for name, tensor in layer_state.items()})
+    return state
