@@ -1,11 +1,12 @@
 """A trained GPT-2 ready for evaluation and generation, shared by scripts/run_gpt2_eval.py and
 generate_samples.py.
 
-The checkpoint is one that training wrote (any ZeRO stage, any tensor-parallel size) or one that
-scripts/convert_checkpoint.py wrote. The model's shape and its tokenizer come from the flags saved in
-the checkpoint; flags given on the command line override them. The weights are merged over the saved
-tensor-parallel shards and split again for this run's --model-parallel-size, so any saved layout loads
-at any tensor-parallel size (every rank reads the whole checkpoint to do so).
+The checkpoint is one that training wrote (any ZeRO stage, tensor-parallel size or pipeline stages)
+or one that scripts/convert_checkpoint.py wrote. The model's shape and its tokenizer come from the
+flags saved in the checkpoint; flags given on the command line override them. The weights are merged
+over the saved shards and split again for this run's --model-parallel-size, so any saved layout
+loads at any tensor-parallel size (every rank reads the whole checkpoint to do so); evaluation and
+generation run without pipeline stages.
 """
 
 import torch
@@ -59,6 +60,9 @@ def load_gpt2(args):
     if not args.load:
         raise UsageError("--load CKPT_DIR is required: a checkpoint directory written by training or by "
                          "scripts/convert_checkpoint.py")
+    if args.pipe_parallel_size != 1:
+        raise UsageError("--pipe-parallel-size: evaluation and generation run the whole model on each "
+                         "tensor-parallel group; use --model-parallel-size (any checkpoint layout loads)")
     initialize_distributed(args)
     set_random_seed(args.seed)
     state, saved, tag = read_checkpoint(args.load)

@@ -305,8 +305,9 @@ def pretrain(args, datasets_provider, model_provider, forward_step, pipeline_bat
         sys.exit(2)
 
 
-def _setup(args, datasets_provider, model_provider, pipelined):
-    if args.pipe_parallel_size > 1 and not pipelined:
+def _setup(args, datasets_provider, model_provider, has_pipeline_form):
+    pipelined = args.pipe_parallel_size > 1
+    if pipelined and not has_pipeline_form:
         raise UsageError(f"--pipe-parallel-size {args.pipe_parallel_size}: {os.path.basename(sys.argv[0])} has no "
                          "pipeline form of its model (pretrain_gpt2.py has)")
     initialize_distributed(args)
@@ -346,13 +347,24 @@ def _setup(args, datasets_provider, model_provider, pipelined):
     engine, _, _, _ = deepspeed.initialize(  # a PipelineModule brings its own grid (the same groups as mpu's)
         model=model, model_parameters=param_groups(model), config=ds_config, mpu=None if pipelined else mpu,
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
+    if pipelined:
+        _clip_fp32_over_stages(engine)
     return engine, tokenizer, datasets, global_batch
+
+
+def _clip_fp32_over_stages(engine):
+    """DeepSpeed's own fp32 clipping (no ZeRO, no bf16/fp16) takes the norm of a pipeline stage's
+    replicated parameters on the first stage only and counts a tied weight twice; clip by mpu's norm
+    over all stages instead (and keep it for the log)."""
+    def clip():
+        engine._global_grad_norm = mpu.clip_grad_norm(engine.module.parameters(), engine.gradient_clipping())
+    engine.clip_fp32_gradients = clip
 
 
 def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch):
     pipelined = args.pipe_parallel_size > 1
-    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(args, datasets_provider,
-                                                                                   model_provider, pipelined)
+    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
+        args, datasets_provider, model_provider, has_pipeline_form=pipeline_batch is not None)
     parameters = count_parameters(engine.module)
     print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
                  f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "

@@ -96,7 +96,7 @@ def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_
                                              num_dp=mpu.get_data_parallel_world_size())
     return PipelineModule(specs, topology=topology, loss_fn=language_model_loss, partition_method=partition_method,
                           activation_checkpoint_interval=checkpoint_num_layers if checkpoint_activations else 0,
-                          activation_checkpoint_func=mpu.checkpoint)
+                          activation_checkpoint_func=mpu.checkpoint, checkpointable_layers=["ParallelTransformerLayer"])
 
 
 def gpt2_state_from_layers(layer_states, num_layers):

@@ -1,22 +1,32 @@
-"""Gradient clipping by the norm of the whole (unpartitioned) model."""
+"""Gradient clipping by the norm of the whole (unpartitioned) model, over tensor-parallel slices and
+pipeline stages."""
 
 import math
 
 import torch
 import torch.distributed as dist
 
-from .initialize import get_model_parallel_group, get_model_parallel_rank
+from .initialize import get_model_parallel_group, get_model_parallel_rank, get_pipeline_model_parallel_group
 
 
 def _counted_here(param):
     """A partitioned parameter counts on every rank (each holds a distinct slice); a replicated one
-    (LayerNorm, RowParallelLinear bias) only on tensor-parallel rank 0."""
+    (LayerNorm, RowParallelLinear bias) only on tensor-parallel rank 0; the copy of a weight tied across
+    pipeline stages (which DeepSpeed marks ds_pipe_replicated) only on its first stage."""
+    if getattr(param, "ds_pipe_replicated", False):
+        return False
     return getattr(param, "tensor_model_parallel", False) or get_model_parallel_rank() == 0
+
+
+def _reduce(total, op=dist.ReduceOp.SUM):
+    for group in (get_model_parallel_group(), get_pipeline_model_parallel_group()):
+        dist.all_reduce(total, op=op, group=group)
 
 
 def grad_norm(parameters, norm_type=2):
     """The norm of the full model's gradient: partitioned slices are summed across the tensor-parallel
-    group and replicated parameters are counted once. norm_type may be inf."""
+    group, stages across the pipeline group, and replicated parameters are counted once. norm_type may
+    be inf."""
     if torch.is_tensor(parameters):
         parameters = [parameters]
     parameters = [p for p in parameters if p.grad is not None]
@@ -25,10 +35,10 @@ def grad_norm(parameters, norm_type=2):
     device = parameters[0].grad.device if parameters else torch.device("cpu")
     if norm_type == math.inf:
         total = torch.stack([g.abs().max() for g in counted]).max() if counted else torch.zeros((), device=device)
-        dist.all_reduce(total, op=dist.ReduceOp.MAX, group=get_model_parallel_group())
+        _reduce(total, op=dist.ReduceOp.MAX)
         return total.item()
     total = sum((g.norm(norm_type) ** norm_type for g in counted), torch.zeros((), device=device))
-    dist.all_reduce(total, group=get_model_parallel_group())
+    _reduce(total)
     return total.item() ** (1.0 / norm_type)
 
 

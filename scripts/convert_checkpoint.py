@@ -7,7 +7,7 @@
 pretraining heads are then freshly initialised, and said so), from config.json + model.safetensors
 (or pytorch_model.bin), splits it into N tensor-parallel shards and writes a checkpoint that
 `--load CKPT_DIR --finetune` starts from. --to-hf merges the shards of any tensor-parallel size
-(ZeRO-3 checkpoints included) and writes config.json, model.safetensors and the tokenizer's files,
+and any number of pipeline stages (ZeRO-3 checkpoints included) and writes config.json, model.safetensors and the tokenizer's files,
 which transformers' GPT2LMHeadModel / BertForPreTraining.from_pretrained load.
 """
 

@@ -1,6 +1,11 @@
 """Short GPT-2 runs on the bundled corpus, for tests that train (run on ranks via distributed.run_distributed)."""
 
+import contextlib
+import importlib
+import io
 import os
+
+import pytest
 
 ITERS = 20
 
@@ -18,3 +23,16 @@ def train(argv, key="lm loss"):
     import pretrain_gpt2
     history = pretrain_gpt2.main(argv)
     return [history[i][key] for i in sorted(history)]
+
+
+def expect_error(argv, entry="pretrain_gpt2"):
+    """Run an entry script's main and return the one error line it prints (it must stop with SystemExit 2)."""
+    import mpu
+    stderr = io.StringIO()
+    mpu.destroy_model_parallel()  # one process runs several jobs here
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as stopped:
+        importlib.import_module(entry).main(argv)
+    assert stopped.value.code == 2, stderr.getvalue()
+    lines = [line for line in stderr.getvalue().splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in stderr.getvalue(), stderr.getvalue()
+    return lines[0]

@@ -1,16 +1,14 @@
 """GPT-2 pretraining end to end: the same losses on every parallel layout (pipeline stages included),
 resumption, clear errors."""
 
-import contextlib
 import glob
-import io
 import os
 
 import pytest
 import torch
 
 from distributed import run_distributed
-from gpt2_runs import ITERS, train_argv, train
+from gpt2_runs import ITERS, expect_error, train, train_argv
 
 @pytest.fixture(scope="module")
 def reference(gpt2_data_prefix):
@@ -73,34 +71,20 @@ def test_resume_continues_the_same_run(tmp_path, gpt2_data_prefix, reference):
     assert all(torch.equal(expected[k], got[k]) for k in expected), "final weights must be equal"
 
 
-def _expect_error(argv):
-    """Run and return the one error line it prints (it must stop with SystemExit 2)."""
-    import mpu
-    import pretrain_gpt2
-    stderr = io.StringIO()
-    mpu.destroy_model_parallel()  # one process runs several jobs here
-    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as stopped:
-        pretrain_gpt2.main(argv)
-    assert stopped.value.code == 2, stderr.getvalue()
-    lines = [line for line in stderr.getvalue().splitlines() if "error" in line]
-    assert len(lines) == 1 and "Traceback" not in stderr.getvalue(), stderr.getvalue()
-    return lines[0]
-
-
 def _errors_body(gpt2_data_prefix, tmp, world_size):
     messages = {}
     if world_size == 1:
-        messages["fp16"] = _expect_error(train_argv(gpt2_data_prefix, "--fp16"))
+        messages["fp16"] = expect_error(train_argv(gpt2_data_prefix, "--fp16"))
         config = os.path.join(tmp, "batch.json")
         with open(config, "w") as f:
             f.write('{"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4}')
-        messages["batch"] = _expect_error(train_argv(gpt2_data_prefix, "--deepspeed_config", config, batch_size=4))
-        messages["heads"] = _expect_error(train_argv(gpt2_data_prefix, "--num-attention-heads", "2",
+        messages["batch"] = expect_error(train_argv(gpt2_data_prefix, "--deepspeed_config", config, batch_size=4))
+        messages["heads"] = expect_error(train_argv(gpt2_data_prefix, "--num-attention-heads", "2",
                                                      "--model-parallel-size", "4"))
         return messages
-    messages["world"] = _expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "4",
+    messages["world"] = expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "4",
                                                  "--num-attention-heads", "4"))
-    messages["layout"] = _expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "2",
+    messages["layout"] = expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "2",
                                                   "--load", os.path.join(tmp, "tp1")))
     return messages
 

@@ -1,0 +1,61 @@
+"""Pipeline parallelism beyond the loss agreement of test_pretrain_gpt2's layouts: resuming at PP=2
+continues the unbroken run, a TP=2 x PP=2 checkpoint reads back as the one-process model, and layouts
+that do not fit are one clear error."""
+
+import os
+
+from checkpoint_files import read_checkpoint
+from distributed import assert_rel_close, run_distributed
+from gpt2_runs import ITERS, expect_error, train, train_argv
+
+PIPELINE = ("--pipe-parallel-size", "2")
+
+
+def test_resume_at_two_stages_continues_the_same_run(tmp_path, gpt2_data_prefix):
+    unbroken, resumed = str(tmp_path / "unbroken"), str(tmp_path / "resumed")
+    full = run_distributed(2, train, train_argv(gpt2_data_prefix, *PIPELINE, "--save", unbroken))[0]
+    first = run_distributed(2, train, train_argv(gpt2_data_prefix, *PIPELINE, "--save", resumed,
+                                                 "--exit-interval", "10"))[0]
+    second = run_distributed(2, train, train_argv(gpt2_data_prefix, *PIPELINE, "--save", resumed,
+                                                  "--load", resumed))[0]
+    assert len(first) == 10 and len(second) == ITERS - 10
+    assert first + second == full, "iterations 11-20 after resuming must log the unbroken run's losses"
+    expected, _, _ = read_checkpoint(unbroken)
+    got, _, _ = read_checkpoint(resumed)
+    assert expected.keys() == got.keys() and all((expected[k] == got[k]).all() for k in expected)
+
+
+def test_a_tensor_and_pipeline_parallel_checkpoint_reads_as_one_model(tmp_path, gpt2_data_prefix):
+    """What the converter and the evaluation scripts read from a TP=2 x PP=2 checkpoint is the model one
+    process trains."""
+    single, layered = str(tmp_path / "single"), str(tmp_path / "layered")
+    short = ("--train-iters", "3")
+    run_distributed(1, train, train_argv(gpt2_data_prefix, *short, "--save", single))
+    run_distributed(4, train, train_argv(gpt2_data_prefix, *short, *PIPELINE, "--model-parallel-size", "2",
+                                         "--zero-stage", "1", "--save", layered))
+    assert "layer_04-model_01-model_states.pt" in os.listdir(os.path.join(layered, "global_step3"))  # stage 2, TP rank 1
+    expected, _, _ = read_checkpoint(single)
+    got, args, _ = read_checkpoint(layered)
+    assert args["pipe_parallel_size"] == 2 and expected.keys() == got.keys()
+    for name in expected:  # Adam divides tiny gradients (of biases) by their own size: rounding grows to ~1e-4
+        assert_rel_close(got[name], expected[name], rtol=1e-3, what=name)
+
+
+def _errors_body(gpt2_data_prefix, saved):
+    return {"world": expect_error(train_argv(gpt2_data_prefix, *PIPELINE, "--model-parallel-size", "2")),
+            "zero": expect_error(train_argv(gpt2_data_prefix, *PIPELINE, "--zero-stage", "2")),
+            "layout": expect_error(train_argv(gpt2_data_prefix, "--load", saved)),
+            "bert": expect_error(["--pipe-parallel-size", "2"], entry="pretrain_bert")}
+
+
+def test_layouts_that_do_not_fit_are_one_clear_error(tmp_path, gpt2_data_prefix):
+    saved = str(tmp_path / "pp2")
+    run_distributed(2, train, train_argv(gpt2_data_prefix, *PIPELINE, "--train-iters", "2", "--save", saved))
+    layers = run_distributed(1, expect_error, train_argv(gpt2_data_prefix, *PIPELINE, "--num-layers", "3"))[0]
+    assert "--num-layers 3 does not split over --pipe-parallel-size 2 stages" in layers
+    messages = run_distributed(2, _errors_body, gpt2_data_prefix, saved)[0]
+    assert "world size 2 is not divisible by --model-parallel-size 2 x --pipe-parallel-size 2" in messages["world"]
+    assert "ZeRO stage 2 with --pipe-parallel-size 2" in messages["zero"] and "stage 0 or 1" in messages["zero"]
+    assert "saved with --model-parallel-size 1 --pipe-parallel-size 2 but this run uses --model-parallel-size 1 " \
+           "--pipe-parallel-size 1" in messages["layout"]
+    assert "has no pipeline form" in messages["bert"]
