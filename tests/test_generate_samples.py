@@ -137,3 +137,17 @@ def test_inconsistent_flags_are_one_clear_error(converted):
     messages = run_distributed(1, _errors, converted["save"])[0]
     assert len(messages) == 3
     assert "--greedy" in messages[0] and "--temperature 0" in messages[1] and "not 1" in messages[2]
+
+
+def test_interactive_prompts_from_the_terminal(converted):
+    """Prompts typed at the terminal (here a pipe), an empty one unconditional; Ctrl-D (end of input) stops."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "generate_samples.py"), "--load", converted["save"],
+                             "--greedy", "--out-seq-length", "8"], input="The hacker ethic\n\n", capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected = _transformers_greedy(converted["hf"], ["The hacker ethic", ""])
+    from data_utils.tokenization import make_tokenizer
+    tokenizer = make_tokenizer("GPT2BPETokenizer")
+    printed = result.stdout
+    assert "The hacker ethic" + tokenizer.detokenize(expected[0][:8]) in printed
+    assert tokenizer.detokenize(expected[1][:8]) in printed

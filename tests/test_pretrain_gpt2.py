@@ -33,11 +33,14 @@ LAYOUTS = {
     "TP=2, with evaluation": (2, ["--model-parallel-size", "2", "--eval-iters", "1", "--eval-interval", "10"], 8),
     "TP=2 x DP=2 ZeRO-2": (4, ["--model-parallel-size", "2", "--zero-stage", "2"], 4),
     "activation checkpointing (mpu)": (1, ["--checkpoint-activations"], 8),
-    "PP=2, micro 4 x accumulation 2": (2, ["--pipe-parallel-size", "2", "--gradient-accumulation-steps", "2"], 4),
+    "PP=2, micro 4 x accumulation 2, with evaluation": (
+        2, ["--pipe-parallel-size", "2", "--gradient-accumulation-steps", "2", "--eval-iters", "1",
+            "--eval-interval", "10"], 4),
     "TP=2 x PP=2 ZeRO-1, micro 4 x accumulation 2": (
         4, ["--model-parallel-size", "2", "--pipe-parallel-size", "2", "--zero-stage", "1",
             "--gradient-accumulation-steps", "2"], 4),
-    "PP=2 x DP=2, activation checkpointing": (4, ["--pipe-parallel-size", "2", "--checkpoint-activations"], 4),
+    "PP=2 x DP=2, activation checkpointing, uniform partition": (
+        4, ["--pipe-parallel-size", "2", "--checkpoint-activations", "--pipe-partition-method", "uniform"], 4),
     "TP=2, DeepSpeed activation checkpointing, partitioned": (
         2, ["--model-parallel-size", "2", "--checkpoint-activations", "--deepspeed-activation-checkpointing",
             "--partition-activations"], 8),
