@@ -11,6 +11,7 @@ import datetime
 import os
 import queue
 import socket
+import time
 import traceback
 
 import torch
@@ -77,8 +78,9 @@ class _Pool:
         for task_queue, process in zip(self.tasks, self.processes):
             if process.is_alive():
                 task_queue.put(None)
+        deadline = time.monotonic() + 10  # one grace period for the whole pool, then kill the stragglers
         for process in self.processes:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
 
