@@ -14,7 +14,7 @@ import re
 import torch
 
 from model.gpt2_pipeline import gpt2_state_from_layers
-from model.tensor_parallel_state import merge_states
+from model.tensor_parallel_state import merge_states, split_state
 
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 
@@ -72,6 +72,24 @@ def read_checkpoint(directory, tag=None):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         return get_fp32_state_dict_from_zero_checkpoint(directory, tag), args, tag
     return merge_states([s["module"] for s in states]), args, tag
+
+
+def read_shard(directory, rank, world_size, tag=None):
+    """(the state dict of tensor-parallel rank `rank` in a run of world_size ranks, the saved run's args,
+    tag). A checkpoint saved at world_size ranks without ZeRO-3 or pipeline stages is read from this
+    rank's file alone; any other is merged (read_checkpoint), its vocabulary padded with zero rows to a
+    multiple of world_size, and split again."""
+    tag = tag or latest_tag(directory)
+    folder = os.path.join(directory, tag)
+    if checkpoint_layout(folder) == (world_size, 1):
+        saved = torch.load(model_files(folder)[rank], map_location="cpu", weights_only=False)
+        if saved["module"] and saved.get("args", {}).get("zero_stage_of_run") != 3:
+            return saved["module"], saved.get("args", {}), tag
+    state, args, tag = read_checkpoint(directory, tag)
+    words = state["word_embeddings.weight"]
+    extra = -words.size(0) % world_size
+    state["word_embeddings.weight"] = torch.cat([words, words.new_zeros(extra, words.size(1))])
+    return split_state(state, world_size)[rank], args, tag
 
 
 def write_checkpoint(directory, shards, args, tag="global_step0"):

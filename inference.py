@@ -5,8 +5,8 @@ The checkpoint is one that training wrote (any ZeRO stage, tensor-parallel size 
 or one that scripts/convert_checkpoint.py wrote. The model's shape and its tokenizer come from the
 flags saved in the checkpoint; flags given on the command line override them. The weights are merged
 over the saved shards and split again for this run's --model-parallel-size, so any saved layout
-loads at any tensor-parallel size (every rank reads the whole checkpoint to do so); evaluation and
-generation run without pipeline stages.
+loads at any tensor-parallel size (a checkpoint saved at this size without ZeRO-3 or pipeline stages
+is read one file per rank); evaluation and generation run without pipeline stages.
 """
 
 import torch
@@ -14,9 +14,8 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
-from checkpoint_files import read_checkpoint
+from checkpoint_files import read_shard
 from model import GPT2Model
-from model.tensor_parallel_state import split_state
 from training import UsageError, initialize_distributed, print_rank_0, set_random_seed
 
 SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "layernorm_epsilon")
@@ -38,16 +37,6 @@ def _take_saved_flags(args, saved):
                          f"over --model-parallel-size {args.model_parallel_size}")
 
 
-def _padded_embedding(state, tensor_parallel):
-    """Zero rows appended so the vocabulary splits over this run's tensor-parallel size (they are
-    never scored: logits are cut to the tokenizer's vocabulary)."""
-    words = state["word_embeddings.weight"]
-    extra = -words.size(0) % tensor_parallel
-    if extra:
-        state["word_embeddings.weight"] = torch.cat([words, words.new_zeros(extra, words.size(1))])
-    return state["word_embeddings.weight"].size(0)
-
-
 def _dtype(args):
     if args.fp16 and get_accelerator().device_name() == "cpu":
         raise UsageError("--fp16 needs a GPU; on CPU use --bf16")
@@ -65,13 +54,13 @@ def load_gpt2(args):
                          "tensor-parallel group; use --model-parallel-size (any checkpoint layout loads)")
     initialize_distributed(args)
     set_random_seed(args.seed)
-    state, saved, tag = read_checkpoint(args.load)
+    tensor_parallel = mpu.get_model_parallel_world_size()
+    state, saved, tag = read_shard(args.load, mpu.get_model_parallel_rank(), tensor_parallel)
     if "tokentype_embeddings" in state:
         raise UsageError(f"--load {args.load}: a BERT checkpoint; evaluation and generation take GPT-2")
     _take_saved_flags(args, saved)
-    tensor_parallel = mpu.get_model_parallel_world_size()
     tokenizer = make_tokenizer_from_args(args, model_parallel_size=tensor_parallel)
-    rows = _padded_embedding(state, tensor_parallel)
+    rows = state["word_embeddings.weight"].size(0) * tensor_parallel  # the padded vocabulary
     if tokenizer.vocab_size > rows:
         raise UsageError(f"--load {args.load}: the model embeds {rows} tokens but the tokenizer "
                          f"({tokenizer.name}) has {tokenizer.vocab_size}: pass the tokenizer it was trained with")
@@ -80,7 +69,7 @@ def load_gpt2(args):
                       embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0,
                       layernorm_epsilon=args.layernorm_epsilon, parallel_output=False)
     try:
-        model.load_state_dict(split_state(state, tensor_parallel)[mpu.get_model_parallel_rank()])
+        model.load_state_dict(state)
     except RuntimeError as error:
         detail = str(error).strip().splitlines()[-1].strip()
         raise UsageError(f"--load {args.load}: the weights do not fit the model the flags describe "
