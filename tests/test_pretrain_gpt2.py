@@ -102,3 +102,9 @@ def test_bad_setups_stop_with_one_clear_message(tmp_path, gpt2_data_prefix):
     assert "world size 2 is not divisible by --model-parallel-size 4" in double["world"]
     assert "was saved with --model-parallel-size 1 --pipe-parallel-size 1 but this run uses --model-parallel-size 2" \
         in double["layout"]
+
+
+def test_eod_mask_loss_leaves_end_of_document_targets_out(gpt2_data_prefix, reference):
+    (masked,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--eod-mask-loss", "--train-iters", "2"))
+    assert len(masked) == 2 and all(0 < loss < 20 for loss in masked)
+    assert masked[0] != reference[0], "the first batch holds document ends: masking them changes its loss"
