@@ -71,6 +71,8 @@ def add_training_args(parser):
                        help="synchronize the device at each checkpointed layer (debugging, timing)")
     group.add_argument("--eod-mask-loss", action="store_true", help="no loss on end-of-document targets")
     group.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
+    group.add_argument("--skip-train", "--eval-only", action="store_true",
+                       help="train nothing: load --load, evaluate on the validation and test data, and exit")
     group.add_argument("--exit-interval", type=int, default=None,
                        help="save a checkpoint and exit cleanly when the iteration is a multiple of this")
     group.add_argument("--tensorboard-dir", default=None, help="write the logged scalars here (tensorboardX)")
@@ -261,6 +263,15 @@ def make_tokenizer_from_args(args, train_texts=None, model_parallel_size=1):
                           make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
                           model_parallel_size=model_parallel_size,
                           **(sentencepiece if tokenizer_type == "SentencePieceTokenizer" else {}))
+
+
+def saved_tokenizer(saved_args):
+    """The tokenizer a checkpoint was trained with, from the flags it saved (defaults where it has none)."""
+    args = add_tokenizer_args(argparse.ArgumentParser()).parse_args([])
+    for name in vars(args):
+        if saved_args.get(name) is not None:
+            setattr(args, name, saved_args[name])
+    return make_tokenizer_from_args(args)
 
 
 def add_all_args(parser):

@@ -24,7 +24,7 @@ from deepspeed.accelerator import get_accelerator
 from arguments import add_generation_args, get_args
 from inference import load_gpt2
 from model.generation import generate
-from training import UsageError, print_rank_0
+from initialize import UsageError, print_rank_0
 
 
 def check_generation_args(args):

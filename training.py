@@ -8,86 +8,26 @@ resumption and clean exits.
 
 import math
 import os
-import random
 import signal
-import socket
 import sys
 import time
 
 import deepspeed
-import numpy as np
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
-from checkpoint_files import checkpoint_layout, latest_tag
+from checkpointing import load_checkpoint, save_checkpoint
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import TokenIdError, check_dataset
 from data_utils.lazy_loader import LooseJsonDataset
 from data_utils.samplers import DistributedBatchSampler
 from deepspeed_config import ConfigError, build_ds_config
+from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
-
-
-class UsageError(Exception):
-    """A problem with the flags, config, data or checkpoint that the user must fix: printed as one line."""
-
-
-def print_rank_0(message):
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        print(message, flush=True)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def initialize_distributed(args):
-    """torch.distributed through DeepSpeed, then the model-parallel groups.
-
-    A plain `python pretrain_gpt2.py` is one rank: the variables a launcher would set are set here, so
-    DeepSpeed does not go looking for MPI.
-    """
-    if "WORLD_SIZE" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
-    args.local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
-    accelerator = get_accelerator()
-    if accelerator.device_name() != "cpu":
-        accelerator.set_device(args.local_rank)
-    if accelerator.device_name() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE",
-                                                                              os.environ["WORLD_SIZE"]))))
-    deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name())
-    try:
-        mpu.initialize_model_parallel(args.model_parallel_size, args.pipe_parallel_size)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
-def set_random_seed(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    mpu.model_parallel_cuda_manual_seed(seed)
-
-
-def rng_state():
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "device": get_accelerator().get_rng_state(), "tracker": mpu.get_cuda_rng_tracker().get_states()}
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    get_accelerator().set_rng_state(state["device"])
-    mpu.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
 def param_groups(model):
@@ -120,53 +60,6 @@ def broadcast_batch(data_iterator, keys, datatype=torch.int64):
     return mpu.broadcast_data(keys, data, datatype)
 
 
-def _checkpoint_layout(load_dir):
-    """(tag, (tensor-parallel size, pipeline stages)) of the latest checkpoint in load_dir, or None if
-    there is none."""
-    if not os.path.isfile(os.path.join(load_dir, "latest")):
-        return None
-    tag = latest_tag(load_dir)
-    folder = os.path.join(load_dir, tag)
-    if not os.path.isdir(folder):
-        raise UsageError(f"--load {load_dir}: 'latest' names {tag!r} but {folder} does not exist")
-    return tag, checkpoint_layout(folder)
-
-
-def load_checkpoint(engine, args):
-    """Resume from args.load; returns (iteration, consumed samples)."""
-    layout = _checkpoint_layout(args.load)
-    if layout is None:
-        print_rank_0(f"warning: no checkpoint in --load {args.load} (no 'latest' file); training from scratch")
-        return 0, 0
-    tag, saved = layout
-    if saved != (args.model_parallel_size, args.pipe_parallel_size):
-        flags = f"--model-parallel-size {saved[0]} --pipe-parallel-size {saved[1]}"
-        raise UsageError(f"--load {args.load}: checkpoint {tag} was saved with {flags} but this run uses "
-                         f"--model-parallel-size {args.model_parallel_size} --pipe-parallel-size "
-                         f"{args.pipe_parallel_size}; resume with {flags}, or convert the checkpoint to the new "
-                         "layout first (scripts/convert_checkpoint.py)")
-    full = not args.finetune
-    path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
-                                          load_optimizer_states=full and not args.no_load_optim,
-                                          load_lr_scheduler_states=full and not args.no_load_optim)
-    if path is None:
-        raise UsageError(f"--load {args.load}: DeepSpeed could not load checkpoint {tag}")
-    print_rank_0(f"loaded checkpoint {path}")
-    if args.finetune:
-        return 0, 0
-    if not args.no_load_rng and "rng_state" in client:
-        set_rng_state(client["rng_state"])
-    return client.get("iteration", 0), client.get("consumed_samples", 0)
-
-
-def save_checkpoint(engine, args, iteration, consumed_samples):
-    client_state = {"iteration": iteration, "consumed_samples": consumed_samples, "rng_state": rng_state(),
-                    "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list,
-                                                                                   tuple, type(None)))}}
-    engine.save_checkpoint(args.save, tag=f"global_step{iteration}", client_state=client_state)
-    print_rank_0(f"saved checkpoint at iteration {iteration} to {args.save}")
-
-
 def _data_loader(dataset, args, start_step=0):
     """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them, so
     whether to run a step must be decided from the dataset, which every rank has, not from this)."""
@@ -174,8 +67,11 @@ def _data_loader(dataset, args, start_step=0):
         return None
     sampler = DistributedBatchSampler(len(dataset), args.batch_size, mpu.get_data_parallel_rank(),
                                       mpu.get_data_parallel_world_size(), start_step=start_step)
+    # A loader's iterator draws its workers' base seed from `generator`; from torch's default generator
+    # it would shift the dropout stream of tensor-parallel rank 0 only, and of a resumed run only.
     return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                                            persistent_workers=args.num_workers > 0))
+                                            persistent_workers=args.num_workers > 0,
+                                            generator=torch.Generator().manual_seed(args.seed)))
 
 
 def _average_over_data_parallel(values):
@@ -267,7 +163,10 @@ def _tokenizer_training_texts(args):
     corpus = _training_corpus(args)
     if args.tokenizer_path is None:
         args.tokenizer_path = os.path.join(_data_cache_dir(args), f"{corpus.name}_spm_{args.vocab_size}.model")
-    return LooseJsonDataset(corpus.path, corpus.text_key)
+    if not os.path.isfile(args.tokenizer_path):
+        print_rank_0(f"> training a SentencePiece model ({args.vocab_size} pieces) on {corpus.path}; it is saved as "
+                     f"{args.tokenizer_path} and reused by later runs (--tokenizer-path)")
+    return LooseJsonDataset(corpus.path, corpus.text_key, cache_dir=_data_cache_dir(args))
 
 
 class _DatasetChecked(Exception):
@@ -340,7 +239,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)
-        mpu.model_parallel_cuda_manual_seed(args.seed)
+        mpu.model_parallel_cuda_manual_seed(dropout_seed(args.seed))
     with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu,
                              enabled=ds_config["zero_optimization"]["stage"] == 3):
         model = model_provider(args, tokenizer)
@@ -361,31 +260,14 @@ def _clip_fp32_over_stages(engine):
     engine.clip_fp32_gradients = clip
 
 
-def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch):
-    pipelined = args.pipe_parallel_size > 1
-    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
-        args, datasets_provider, model_provider, has_pipeline_form=pipeline_batch is not None)
-    parameters = count_parameters(engine.module)
-    print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
-                 f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "
-                 f"{mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
-                 f"{engine.zero_optimization_stage()}, {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
-                 f"{get_accelerator().device_name()}")
-    iteration, consumed = load_checkpoint(engine, args) if args.load else (0, 0)
-    accumulation = args.gradient_accumulation_steps
-    start_step = iteration * accumulation if args.resume_dataloader else 0
-    train_iterator = _batches(train_data, args, pipeline_batch, start_step)
-    valid_iterator = _batches(valid_data, args, pipeline_batch)
-    writer = _tensorboard(args)
-    stop = _StopSignal()
-    flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
-    history, window, window_start = {}, {}, time.time()
-    last_saved = None
-    while iteration < args.train_iters:
-        values, norm = {}, None
-        if pipelined:  # the engine runs --gradient-accumulation-steps micro-batches through the stages
-            values = {"lm loss": engine.train_batch(train_iterator).item()}
-        for _ in range(0 if pipelined else accumulation):
+def _train_step(forward_step, train_iterator, engine, args):
+    """One iteration (--gradient-accumulation-steps micro-batches and an optimizer step): (this rank's
+    logged values, grad norm or None)."""
+    if args.pipe_parallel_size > 1:  # the engine runs the micro-batches through the stages
+        values, norm = {"lm loss": engine.train_batch(train_iterator).item()}, None
+    else:
+        values, norm, accumulation = {}, None, args.gradient_accumulation_steps
+        for _ in range(accumulation):
             loss, step_values = forward_step(train_iterator, engine, args)
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0 \
@@ -394,52 +276,114 @@ def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_ba
             engine.step()
             for name, value in step_values.items():
                 values[name] = values.get(name, 0.0) + float(value) / accumulation
+    if engine.get_global_grad_norm() is not None:
+        norm = engine.get_global_grad_norm()
+    return values, norm
+
+
+class _LogWindow:
+    """The iterations since the last log line: summed values and training time (evaluation and
+    checkpoints excluded). A window that starts at a resumed iteration holds fewer than
+    --log-interval iterations and is averaged over those it holds."""
+
+    def __init__(self):
+        self.sums, self.iterations, self.seconds = {}, 0, 0.0
+
+    def add(self, values, seconds):
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.iterations += 1
+        self.seconds += seconds
+
+    def means(self):
+        return {name: total / self.iterations for name, total in self.sums.items()}
+
+
+def _nothing_to_train(args, iteration, tag):
+    return UsageError(f"--load {args.load}: checkpoint {tag} is at iteration {iteration}, which already reaches "
+                      f"--train-iters {args.train_iters}: nothing to train. Raise --train-iters to train on, point "
+                      "--save/--load at another folder to start a new run, or add --skip-train to only evaluate it")
+
+
+def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch):
+    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
+        args, datasets_provider, model_provider, has_pipeline_form=pipeline_batch is not None)
+    parameters = count_parameters(engine.module)
+    print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
+                 f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "
+                 f"{mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
+                 f"{engine.zero_optimization_stage()}, {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
+                 f"{get_accelerator().device_name()}")
+    iteration, consumed, tag = load_checkpoint(engine, args) if args.load else (0, 0, None)
+    if iteration >= args.train_iters and not args.skip_train:
+        raise _nothing_to_train(args, iteration, tag)
+    writer = _tensorboard(args)
+    if args.skip_train:
+        history, stopped = {}, False
+        if valid_data is not None and args.eval_iters > 0:
+            _report_evaluation("validation", evaluate(forward_step, _batches(valid_data, args, pipeline_batch),
+                                                      engine, args, args.eval_iters), iteration, writer)
+    else:
+        history, stopped = _train(args, engine, forward_step, pipeline_batch, train_data, valid_data, iteration,
+                                  consumed, global_batch, parameters, writer)
+    if not stopped and test_data is not None and args.eval_iters > 0:
+        _report_evaluation("test", evaluate(forward_step, _batches(test_data, args, pipeline_batch), engine, args,
+                                            args.eval_iters), max(history, default=iteration), writer)
+    if writer:
+        writer.close()
+    return history
+
+
+def _train(args, engine, forward_step, pipeline_batch, train_data, valid_data, iteration, consumed, global_batch,
+           parameters, writer):
+    """The loop from `iteration` to --train-iters; returns (history, whether it stopped early at
+    --exit-interval or SIGTERM, after saving)."""
+    start_step = iteration * args.gradient_accumulation_steps if args.resume_dataloader else 0
+    train_iterator = _batches(train_data, args, pipeline_batch, start_step)
+    stop = _StopSignal()
+    flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
+    history, window, last_saved = {}, _LogWindow(), None
+    while iteration < args.train_iters:
+        started = time.time()
+        values, norm = _train_step(forward_step, train_iterator, engine, args)
         iteration += 1
         consumed += global_batch
         values = _average_over_data_parallel(values)
         history[iteration] = {**values, "learning rate": engine.get_lr()[0]}
-        if engine.get_global_grad_norm() is not None:
-            norm = engine.get_global_grad_norm()
-        for name, value in values.items():
-            window[name] = window.get(name, 0.0) + value
+        window.add(values, time.time() - started)
         if iteration % args.log_interval == 0:
-            elapsed = (time.time() - window_start) / args.log_interval
-            _log_iteration(args, engine, iteration, consumed, elapsed, window, norm, global_batch, flops_per_token,
-                           writer)
-            window, window_start = {}, time.time()
+            _log_iteration(args, engine, iteration, consumed, window, norm, global_batch, flops_per_token, writer)
+            window = _LogWindow()
         if valid_data is not None and args.eval_iters > 0 and iteration % args.eval_interval == 0:
-            _report_evaluation("validation", evaluate(forward_step, valid_iterator, engine, args, args.eval_iters),
-                               iteration, writer)
+            # a fresh iterator: every evaluation scores the same validation batches
+            _report_evaluation("validation", evaluate(forward_step, _batches(valid_data, args, pipeline_batch),
+                                                      engine, args, args.eval_iters), iteration, writer)
         stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
         if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
             save_checkpoint(engine, args, iteration, consumed)
             last_saved = iteration
         if stopping:
             print_rank_0(f"exiting at iteration {iteration} ({'--exit-interval' if not stop.received else 'SIGTERM'})")
-            return history
+            return history, True
     if args.save and last_saved != iteration:
         save_checkpoint(engine, args, iteration, consumed)
-    if test_data is not None and args.eval_iters > 0:
-        _report_evaluation("test", evaluate(forward_step, _batches(test_data, args, pipeline_batch), engine, args,
-                                            args.eval_iters), iteration, writer)
-    if writer:
-        writer.close()
-    return history
+    return history, False
 
 
-def _log_iteration(args, engine, iteration, consumed, elapsed, window, norm, global_batch, flops_per_token,
-                   writer):
+def _log_iteration(args, engine, iteration, consumed, window, norm, global_batch, flops_per_token, writer):
+    elapsed = window.seconds / window.iterations
+    means = window.means()
     tokens_per_second = global_batch * args.seq_length / elapsed
     tflops = tokens_per_second * flops_per_token / dist.get_world_size() / 1e12
     learning_rate = engine.get_lr()[0]
     loss_scale = engine.optimizer.cur_scale if args.fp16 else 1.0
     scalars = {"learning rate": learning_rate, "loss scale": loss_scale, "tokens per second": tokens_per_second,
-               "TFLOP/s per device": tflops, **{n: v / args.log_interval for n, v in window.items()}}
+               "TFLOP/s per device": tflops, **means}
     if norm is not None:
         scalars["grad norm"] = float(norm)
     line = (f" iteration {iteration:8d}/{args.train_iters:8d} | consumed samples: {consumed:12d} | "
             f"elapsed time per iteration (ms): {elapsed * 1000:.1f} | learning rate: {learning_rate:.3E} | "
-            + "".join(f"{name}: {v / args.log_interval:.6E} | " for name, v in window.items())
+            + "".join(f"{name}: {value:.6E} | " for name, value in means.items())
             + f"loss scale: {loss_scale:.1f} | "
             + (f"grad norm: {float(norm):.3f} | " if norm is not None else "")
             + (f"number of skipped iterations: {engine.skipped_steps} | " if args.fp16 else "")

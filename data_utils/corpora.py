@@ -59,7 +59,8 @@ def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True, sentences=No
     from .indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype
     from .lazy_loader import LooseJsonDataset
     from .sentences import split_sentences
-    identity = f"{tokenizer.name}|{tokenizer.vocab_size}|{tokenizer.source}|{corpus.text_key}|{int(append_eod)}"
+    identity = (f"{os.path.abspath(corpus.path)}|{tokenizer.name}|{tokenizer.vocab_size}|{tokenizer.source}|"
+                f"{corpus.text_key}|{int(append_eod)}")
     digest = hashlib.sha1(identity.encode()).hexdigest()[:10]
     level = "document" if sentences is None else "sentence"
     prefix = os.path.join(cache_dir, f"{corpus.name}_{tokenizer.name}_{digest}_{sentences or ''}_{corpus.text_key}_{level}")
@@ -69,7 +70,7 @@ def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True, sentences=No
     pieces = {None: lambda text: [text], "split": split_sentences,
               "lines": lambda text: [line for line in text.split("\n") if line.strip()]}[sentences]
     builder = IndexedDatasetBuilder(prefix, best_fitting_dtype(tokenizer.vocab_size), tokenizer.vocab_size)
-    for text in LooseJsonDataset(corpus.path, corpus.text_key):
+    for text in LooseJsonDataset(corpus.path, corpus.text_key, cache_dir=cache_dir):
         sequences = [ids for ids in map(tokenizer.tokenize, pieces(text)) if ids]
         if append_eod and sequences:
             sequences[-1].append(tokenizer.eod)

@@ -1,10 +1,12 @@
 """Loose JSON (one document per line) read lazily: byte offsets, mmap, an offset index built once.
 
 The first open of `corpus.jsonl` with text key `text` scans it in chunks, checks every line, and
-writes `corpus.jsonl.text.offsets.npz` beside it (atomically; rebuilt when the corpus is newer).
-Later opens, on any rank, only map the file. A 20 GB dump is never read into memory at once.
+writes `corpus.jsonl.text.offsets.npz` beside it, or into a cache folder when one is given (a corpus
+folder may be read-only), atomically; it is rebuilt when the corpus is newer. Later opens, on any rank,
+only map the file. A 20 GB dump is never read into memory at once.
 """
 
+import hashlib
 import json
 import mmap
 import os
@@ -80,13 +82,20 @@ class LooseJsonDataset:
 
     skip_malformed=False: a malformed line, a missing key or an empty document is an error naming the
     file and line. skip_malformed=True: such lines are left out and counted (`skipped`, `summary()`).
+    cache_dir: where the offset index goes (None: beside the file).
     """
 
-    def __init__(self, path, text_key="text", skip_malformed=False):
+    def __init__(self, path, text_key="text", skip_malformed=False, cache_dir=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such loose-JSON file")
         self.path, self.text_key = path, text_key
-        index = f"{path}.{text_key}{'.skip-malformed' if skip_malformed else ''}.offsets.npz"
+        index = f"{text_key}{'.skip-malformed' if skip_malformed else ''}.offsets.npz"
+        if cache_dir is None:
+            index = f"{path}.{index}"
+        else:
+            os.makedirs(cache_dir, exist_ok=True)
+            where = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
+            index = os.path.join(cache_dir, f"{os.path.basename(path)}.{where}.{index}")
         if os.path.isfile(index) and os.path.getmtime(index) >= os.path.getmtime(path):
             with np.load(index) as cached:
                 self.offsets, self.skipped = cached["offsets"], cached["skipped"].tolist()

@@ -105,7 +105,8 @@ class GPT2BPETokenizer(Tokenizer):
                              f"vocabulary ({type(error).__name__}); {hint}") from None
         with open(vocab_file, encoding="utf-8") as f:
             self._eod = json.load(f).get("<|endoftext|>", len(ranks))
-        self.source = f"{os.path.abspath(vocab_file)}|{os.path.abspath(merge_file)}"
+        self.vocab_file, self.merge_file = os.path.abspath(vocab_file), os.path.abspath(merge_file)
+        self.source = f"{self.vocab_file}|{self.merge_file}"
         self.encoding = tiktoken.Encoding(name="gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                                           special_tokens={"<|endoftext|>": self._eod})
         self._pad = self._eod

@@ -21,8 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from arguments import saved_tokenizer  # noqa: E402
 from checkpoint_files import read_checkpoint, write_checkpoint  # noqa: E402
-from data_utils.tokenization import default_gpt2_files, padded_vocab_size  # noqa: E402
+from data_utils.hf_tokenizer import save_for_transformers  # noqa: E402
+from data_utils.tokenization import padded_vocab_size  # noqa: E402
 from model.bert_conversion import bert_from_hf, fill_missing_heads, hf_from_bert  # noqa: E402
 from model.gpt2_conversion import gpt2_from_hf, hf_from_gpt2  # noqa: E402
 from model.tensor_parallel_state import split_state  # noqa: E402
@@ -114,31 +116,26 @@ def _gpt2_to_hf(state, args):
     return config, hf_from_gpt2(state, layers, args["text_vocab_size"])
 
 
-def _write_tokenizer_files(args, hf_dir):
-    """The vocabulary the checkpoint was trained with, under the names transformers looks for."""
-    vocab_file, merge_file = args.get("vocab_file"), args.get("merge_file")
-    if args.get("tokenizer_type", "GPT2BPETokenizer") == "GPT2BPETokenizer":
-        if vocab_file is None and merge_file is None:
-            vocab_file, merge_file = default_gpt2_files()
-        copies = {vocab_file: "vocab.json", merge_file: "merges.txt"}
-    elif args.get("tokenizer_type", "").startswith("BertWordPiece"):
-        copies = {vocab_file: "vocab.txt"}
-    else:
-        copies = {args.get("tokenizer_path"): "spiece.model"}
-    for source, name in copies.items():
-        if source and os.path.isfile(source):
-            shutil.copy(source, os.path.join(hf_dir, name))
+def _write_tokenizer_files(args, hf_dir, bert, max_positions):
+    """The tokenizer the checkpoint was trained with, as AutoTokenizer reads it (data_utils/hf_tokenizer.py)."""
+    try:
+        tokenizer = saved_tokenizer(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"warning: no tokenizer written: {error}")
+        return
+    save_for_transformers(tokenizer, hf_dir, bert=bert, model_max_length=max_positions)
 
 
 def to_hf(load_dir, hf_dir):
     from safetensors.torch import save_file
     state, args, tag = read_checkpoint(load_dir)
-    config, hf_state = (_bert_to_hf if "tokentype_embeddings" in state else _gpt2_to_hf)(state, args)
+    bert = "tokentype_embeddings" in state
+    config, hf_state = (_bert_to_hf if bert else _gpt2_to_hf)(state, args)
     os.makedirs(hf_dir, exist_ok=True)
     config.save_pretrained(hf_dir)
     save_file({k: v.clone() for k, v in hf_state.items()}, os.path.join(hf_dir, "model.safetensors"),  # untie
               metadata={"format": "pt"})
-    _write_tokenizer_files(args, hf_dir)
+    _write_tokenizer_files(args, hf_dir, bert, state["position_embeddings"].size(0))
     print(f"wrote {hf_dir} from {load_dir}/{tag}")
 
 

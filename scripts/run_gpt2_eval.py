@@ -33,7 +33,7 @@ from tasks.corpus import corpus_tokens  # noqa: E402
 from tasks.lambada import cloze_sample, cloze_window, read_passages  # noqa: E402
 from tasks.scoring import score  # noqa: E402
 from tasks.wikitext import adjusted_perplexity, evaluation_windows, wikitext_detokenize, word_count  # noqa: E402
-from training import UsageError, print_rank_0  # noqa: E402
+from initialize import UsageError, print_rank_0  # noqa: E402
 
 
 def _perplexity(sums):

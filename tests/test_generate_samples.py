@@ -12,7 +12,7 @@ import torch
 import mpu
 from distributed import assert_rel_close, run_distributed
 from model.generation import filter_logits
-from training import UsageError
+from initialize import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEW_TOKENS = 32

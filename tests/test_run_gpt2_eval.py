@@ -21,7 +21,7 @@ from gpt2_runs import train, train_argv
 from tasks.corpus import corpus_tokens
 from tasks.lambada import cloze_sample, cloze_window, read_passages
 from tasks.wikitext import evaluation_windows, wikitext_detokenize
-from training import UsageError
+from initialize import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "run_gpt2_eval.py")

@@ -1,0 +1,109 @@
+"""A resumed run is the unbroken run, with dropout on (the defaults): stopped by SIGTERM between log
+lines and then by --exit-interval, at one process, 2 ranks ZeRO-2, TP=2 and PP=2, every iteration logs
+the unbroken run's loss, the first log line after a resume averages the iterations it holds, and the
+final weights are equal. A resume with nothing left to train, or on other data, says so."""
+
+import contextlib
+import io
+import itertools
+import os
+import re
+import shutil
+import signal
+
+import pytest
+import torch.distributed as dist
+
+from checkpoint_files import read_checkpoint
+from distributed import run_distributed
+from gpt2_runs import ITERS, expect_error, train_argv
+
+DROPOUT = 0.1  # the default of --hidden-dropout and --attention-dropout
+SIGTERM_AT, EXIT_INTERVAL, LOG_INTERVAL = 7, 15, 5
+
+LAYOUTS = {
+    "one process": (1, [], 8),
+    "2 ranks ZeRO-2": (2, ["--zero-stage", "2"], 4),
+    "TP=2": (2, ["--model-parallel-size", "2"], 8),
+    "PP=2": (2, ["--pipe-parallel-size", "2"], 8),
+}
+
+
+def _run(argv, sigterm_at=None):
+    """pretrain_gpt2.main on this rank; rank 0 sends itself SIGTERM while it reads the batch of iteration
+    `sigterm_at`. Returns ({iteration: lm loss}, the log lines)."""
+    import pretrain_gpt2
+    read_batch, calls = pretrain_gpt2.batch, itertools.count(1)
+
+    def batch_then_sigterm(data_iterator, args):
+        if next(calls) == sigterm_at and dist.get_rank() == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return read_batch(data_iterator, args)
+
+    pretrain_gpt2.batch, stdout = batch_then_sigterm, io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            history = pretrain_gpt2.main(argv)
+    finally:
+        pretrain_gpt2.batch = read_batch
+    return {i: values["lm loss"] for i, values in history.items()}, stdout.getvalue().splitlines()
+
+
+def _logged_loss(lines, iteration):
+    (line,) = [line for line in lines if re.match(rf" iteration +{iteration}/", line)]
+    return re.search(r"lm loss: (\S+) \|", line).group(1)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_resumed_run_with_dropout_is_the_unbroken_run(layout, tmp_path, gpt2_data_prefix):
+    world_size, extra, batch_size = LAYOUTS[layout]
+    unbroken, resumed = str(tmp_path / "unbroken"), str(tmp_path / "resumed")
+
+    def argv(*more):
+        return train_argv(gpt2_data_prefix, *extra, "--log-interval", str(LOG_INTERVAL), *more,
+                          batch_size=batch_size, dropout=DROPOUT)
+
+    full, _ = run_distributed(world_size, _run, argv("--save", unbroken))[0]
+    interrupted = argv("--save", resumed, "--load", resumed, "--exit-interval", str(EXIT_INTERVAL))
+    first, _ = run_distributed(world_size, _run, interrupted, SIGTERM_AT)[0]
+    second, lines = run_distributed(world_size, _run, interrupted)[0]
+    third, _ = run_distributed(world_size, _run, interrupted)[0]
+    assert (list(first), list(second), list(third)) == (
+        list(range(1, SIGTERM_AT + 1)), list(range(SIGTERM_AT + 1, EXIT_INTERVAL + 1)),
+        list(range(EXIT_INTERVAL + 1, ITERS + 1)))
+    assert {**first, **second, **third} == full, "a resumed run must log the unbroken run's losses"
+    window = [second[i] for i in range(SIGTERM_AT + 1, 11)]
+    assert _logged_loss(lines, 10) == f"{sum(window) / len(window):.6E}", \
+        "the first log line after resuming averages the iterations since the resume"
+    expected, _, _ = read_checkpoint(unbroken)
+    got, _, _ = read_checkpoint(resumed)
+    assert expected.keys() == got.keys()
+    assert all((expected[k] == got[k]).all() for k in expected), "final weights must be equal"
+
+
+def _finished_body(data_prefix, other_prefix, saved):
+    import mpu
+    import pretrain_gpt2
+    finished = expect_error(train_argv(data_prefix, "--train-iters", "2", "--load", saved))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        mpu.destroy_model_parallel()
+        evaluated = pretrain_gpt2.main(train_argv(data_prefix, "--train-iters", "2", "--load", saved, "--skip-train",
+                                                  "--eval-iters", "1"))
+        mpu.destroy_model_parallel()
+        continued = pretrain_gpt2.main(train_argv(other_prefix, "--train-iters", "3", "--load", saved))
+    return finished, evaluated, list(continued), stdout.getvalue()
+
+
+def test_a_finished_or_moved_run_says_so(tmp_path, gpt2_data_prefix):
+    saved, other = str(tmp_path / "saved"), str(tmp_path / "other_text_document")
+    for suffix in (".bin", ".idx"):
+        shutil.copy(gpt2_data_prefix + suffix, other + suffix)
+    run_distributed(1, _run, train_argv(gpt2_data_prefix, "--train-iters", "2", "--save", saved))
+    finished, evaluated, continued, output = run_distributed(1, _finished_body, gpt2_data_prefix, other, saved)[0]
+    assert "checkpoint global_step2 is at iteration 2, which already reaches --train-iters 2: nothing to train" \
+        in finished and "--skip-train" in finished
+    assert evaluated == {} and "test loss at the end" in output, "--skip-train evaluates and trains nothing"
+    assert continued == [3]
+    assert f"the checkpoint was trained with --data-path {[gpt2_data_prefix]} but this run reads --data-path " \
+           f"{[other]}" in output
