@@ -14,7 +14,7 @@ from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer
 # --model-size presets: (layers, hidden, heads); flags given explicitly win.
 MODEL_SIZES = {
     "tiny": (2, 64, 2),
-    "small": (4, 256, 4),
+    "small": (4, 128, 4),  # the quick start (scripts/defaults.sh)
     "gpt2-124m": (12, 768, 12),
     "gpt2-350m": (24, 1024, 16),
     "gpt2-774m": (36, 1280, 20),

@@ -9,7 +9,9 @@ key-value cache so that each new token runs one position through the model.
 Prompts come one per line from --sample-input-file, or from the terminal (Ctrl-D ends); an empty
 prompt generates unconditionally, from an end-of-document token. A sample ends at end-of-document or
 after --out-seq-length tokens. With --sample-output-file each sample is one JSON line
-{"prompt": ..., "text": ..., "tokens": [generated ids]}; without it the text is printed. The model's
+{"prompt": ..., "text": ..., "tokens": [generated ids]}; without it the prompt and text are printed,
+each sample followed by a line of dashes. A character whose bytes the last tokens only begin is left
+out of the text (the tokens keep it). The model's
 shape and tokenizer are read from the checkpoint (see inference.py).
 """
 
@@ -23,8 +25,11 @@ from deepspeed.accelerator import get_accelerator
 
 from arguments import add_generation_args, get_args
 from inference import load_gpt2
-from model.generation import generate
 from initialize import UsageError, print_rank_0
+from model.generation import generate
+
+
+SAMPLE_SEPARATOR = "-" * 80  # printed after each sample, so samples of piped prompts stay apart
 
 
 def check_generation_args(args):
@@ -80,7 +85,7 @@ def samples_for(prompt, args, model, tokenizer, generator):
     generated = generate(model, rows, args.out_seq_length, tokenizer.vocab_size, eod=eod, use_cache=args.kv_cache,
                          greedy=args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          generator=generator)
-    return [{"prompt": prompt, "text": tokenizer.detokenize(ids), "tokens": ids} for ids in generated]
+    return [{"prompt": prompt, "text": tokenizer.detokenize_prefix(ids), "tokens": ids} for ids in generated]
 
 
 def generate_samples(args):
@@ -98,7 +103,7 @@ def generate_samples(args):
                     out.write(json.dumps(sample, ensure_ascii=False) + "\n")
                     out.flush()
                 else:
-                    print_rank_0(prompt + sample["text"])
+                    print_rank_0(prompt + sample["text"] + "\n" + SAMPLE_SEPARATOR)
     finally:
         if out:
             out.close()

@@ -6,6 +6,7 @@ multiple of make_vocab_size_divisible_by that the tensor-parallel size divides),
 special ids it has among `eod`, `pad`, `cls`, `sep`, `mask`; asking for one it lacks is an error.
 """
 
+import codecs
 import importlib.util
 import json
 import math
@@ -43,6 +44,19 @@ class Tokenizer:
 
     def detokenize(self, ids):
         raise NotImplementedError
+
+    def detokenize_prefix(self, ids):
+        """The text of ids without a trailing incomplete UTF-8 character: with byte-level tokens a
+        character may be split over tokens, and the token that completes it has not come yet (a
+        generated sample cut there would end in U+FFFD)."""
+        as_bytes = self._detokenize_bytes(list(ids))
+        if as_bytes is None:
+            return self.detokenize(ids)
+        return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(as_bytes, final=False)
+
+    def _detokenize_bytes(self, ids):
+        """The UTF-8 bytes of ids, for tokenizers whose tokens can split a character (None: they cannot)."""
+        return None
 
     @property
     def vocab_size(self):
@@ -124,6 +138,9 @@ class GPT2BPETokenizer(Tokenizer):
     def detokenize(self, ids):
         return self.encoding.decode(list(ids))
 
+    def _detokenize_bytes(self, ids):
+        return self.encoding.decode_bytes(ids)
+
 
 class BertWordPieceTokenizer(Tokenizer):
     """BERT's WordPiece (basic tokenization + greedy longest-match) from a vocab.txt, on HF tokenizers."""
@@ -185,6 +202,9 @@ class SentencePieceTokenizer(Tokenizer):
     def detokenize(self, ids):
         return self.processor.decode(list(ids))
 
+    def _detokenize_bytes(self, ids):
+        return self.processor.decode(ids, out_type=bytes)
+
 
 def train_sentencepiece(model_file, train_texts, vocab_size=8000, model_type="bpe", character_coverage=1.0,
                         byte_fallback=False, split_digits=False, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
@@ -224,7 +244,10 @@ class CharacterLevelTokenizer(Tokenizer):
         return list(text.encode("utf-8"))
 
     def detokenize(self, ids):
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+        return self._detokenize_bytes(ids).decode("utf-8", errors="replace")
+
+    def _detokenize_bytes(self, ids):
+        return bytes(i for i in ids if i < 256)
 
 
 def make_tokenizer(tokenizer_type, vocab_file=None, merge_file=None, tokenizer_model=None, train_texts=None,

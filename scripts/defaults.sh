@@ -1,9 +1,8 @@
 # Sourced by the launch scripts: sizes and schedule from the environment, with defaults that train a
 # small model on a CPU in minutes, collected in TRAIN_ARGS. Set in the environment to change them:
-# NUM_LAYERS HIDDEN_SIZE NUM_HEADS SEQ_LENGTH BATCH_SIZE TRAIN_ITERS LR CHECKPOINT_DIR MP_SIZE.
-NUM_LAYERS=${NUM_LAYERS:-4}
-HIDDEN_SIZE=${HIDDEN_SIZE:-128}
-NUM_HEADS=${NUM_HEADS:-4}
+# MODEL_SIZE (a --model-size preset, default small: 4 layers, hidden 128, 4 heads) or NUM_LAYERS
+# HIDDEN_SIZE NUM_HEADS; SEQ_LENGTH BATCH_SIZE TRAIN_ITERS LR CHECKPOINT_DIR MP_SIZE.
+MODEL_SIZE=${MODEL_SIZE:-small}
 SEQ_LENGTH=${SEQ_LENGTH:-128}
 BATCH_SIZE=${BATCH_SIZE:-8}
 TRAIN_ITERS=${TRAIN_ITERS:-300}
@@ -12,7 +11,8 @@ CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/$(basename "${ENTRY:?set ENTRY to t
 
 TRAIN_ARGS=(
     --model-parallel-size "${MP_SIZE:-1}"
-    --num-layers "$NUM_LAYERS" --hidden-size "$HIDDEN_SIZE" --num-attention-heads "$NUM_HEADS"
+    --model-size "$MODEL_SIZE" ${NUM_LAYERS:+--num-layers "$NUM_LAYERS"} ${HIDDEN_SIZE:+--hidden-size "$HIDDEN_SIZE"}
+    ${NUM_HEADS:+--num-attention-heads "$NUM_HEADS"}
     --seq-length "$SEQ_LENGTH" --batch-size "$BATCH_SIZE" --train-iters "$TRAIN_ITERS"
     --lr "$LR" --lr-decay-style cosine --min-lr 1e-4 --warmup 0.05 --weight-decay 0.01 --clip-grad 1.0
     --log-interval 10 --eval-interval 100 --eval-iters 10 --split 949,50,1

@@ -148,6 +148,8 @@ def test_interactive_prompts_from_the_terminal(converted):
     expected = _transformers_greedy(converted["hf"], ["The hacker ethic", ""])
     from data_utils.tokenization import make_tokenizer
     tokenizer = make_tokenizer("GPT2BPETokenizer")
-    printed = result.stdout
-    assert "The hacker ethic" + tokenizer.detokenize(expected[0][:8]) in printed
-    assert tokenizer.detokenize(expected[1][:8]) in printed
+    from generate_samples import SAMPLE_SEPARATOR
+    samples = result.stdout.split(SAMPLE_SEPARATOR + "\n")
+    assert len(samples) == 3 and samples[2] == "", "each sample ends with a separator line"
+    assert samples[0].endswith("The hacker ethic" + tokenizer.detokenize_prefix(expected[0][:8]) + "\n")
+    assert samples[1].endswith(tokenizer.detokenize_prefix(expected[1][:8]) + "\n")

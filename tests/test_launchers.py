@@ -8,6 +8,10 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_LINE = re.compile(r" iteration +\d+/ +\d+ \| consumed samples: +\d+ \| elapsed time per iteration \(ms\): [\d.]+ \| "
                       r"learning rate: [\d.]+E[+-]\d+ \| lm loss: \d\.\d{6}E[+-]\d\d \| loss scale: [\d.]+ \| "

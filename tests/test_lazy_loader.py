@@ -34,6 +34,16 @@ def test_offset_index_is_built_once_and_reused(tmp_path):
     assert LooseJsonDataset(path, text_key="body")[50] == "appended", "a newer corpus must rebuild the index"
 
 
+def test_offset_index_goes_to_a_cache_folder(tmp_path):
+    """A corpus folder may be read-only: with cache_dir nothing is written beside the corpus."""
+    corpus, cache = tmp_path / "corpus", tmp_path / "cache"
+    corpus.mkdir()
+    path = _write_lines(corpus / "c.jsonl", [json.dumps({"text": f"doc {i}"}) for i in range(5)])
+    assert list(LooseJsonDataset(path, cache_dir=str(cache))) == [f"doc {i}" for i in range(5)]
+    assert os.listdir(corpus) == ["c.jsonl"] and len(os.listdir(cache)) == 1
+    assert list(LooseJsonDataset(path, cache_dir=str(cache))) == [f"doc {i}" for i in range(5)]
+
+
 def test_last_line_without_newline_and_blank_lines(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"text": "a"}\n\n{"text": "b"}\n   \n{"text": "c"}', encoding="utf-8")

@@ -4,9 +4,13 @@ that do not fit are one clear error."""
 
 import os
 
+import pytest
+
 from checkpoint_files import read_checkpoint
 from distributed import assert_rel_close, run_distributed
 from gpt2_runs import expect_error, train, train_argv
+
+pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
 PIPELINE = ("--pipe-parallel-size", "2")
 

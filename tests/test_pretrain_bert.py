@@ -10,6 +10,8 @@ import torch
 
 from distributed import run_distributed
 
+pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ITERS = 12
 

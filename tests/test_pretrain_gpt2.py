@@ -1,12 +1,15 @@
 """GPT-2 pretraining end to end: the same losses on every parallel layout (pipeline stages included),
 clear errors (resumption: test_resume.py)."""
 
+import json
 import os
 
 import pytest
 
 from distributed import run_distributed
 from gpt2_runs import ITERS, expect_error, train, train_argv
+
+pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
 @pytest.fixture(scope="module")
 def reference(gpt2_data_prefix):
@@ -87,3 +90,13 @@ def test_eod_mask_loss_leaves_end_of_document_targets_out(gpt2_data_prefix, refe
     (masked,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--eod-mask-loss", "--train-iters", "2"))
     assert len(masked) == 2 and all(0 < loss < 20 for loss in masked)
     assert masked[0] != reference[0], "the first batch holds document ends: masking them changes its loss"
+
+
+def test_a_corpus_folder_gets_no_caches(tmp_path, sample_texts):
+    """--train-data FILE tokenizes into --data-cache-dir; the corpus folder (maybe read-only) is left alone."""
+    corpus, cache = tmp_path / "corpus", tmp_path / "cache"
+    corpus.mkdir()
+    (corpus / "mine.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in sample_texts[:300]))
+    (losses,) = run_distributed(1, train, train_argv(None, "--train-iters", "2", "--train-data",
+                                                     str(corpus / "mine.jsonl"), "--data-cache-dir", str(cache)))
+    assert len(losses) == 2 and os.listdir(corpus) == ["mine.jsonl"] and os.listdir(cache)

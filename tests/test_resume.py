@@ -18,6 +18,8 @@ from checkpoint_files import read_checkpoint
 from distributed import run_distributed
 from gpt2_runs import ITERS, expect_error, train_argv
 
+pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+
 DROPOUT = 0.1  # the default of --hidden-dropout and --attention-dropout
 SIGTERM_AT, EXIT_INTERVAL, LOG_INTERVAL = 7, 15, 5
 

@@ -18,10 +18,12 @@ from checkpoint_files import write_checkpoint
 from data_utils.tokenization import make_tokenizer
 from distributed import run_distributed
 from gpt2_runs import train, train_argv
+from initialize import UsageError
 from tasks.corpus import corpus_tokens
 from tasks.lambada import cloze_sample, cloze_window, read_passages
 from tasks.wikitext import evaluation_windows, wikitext_detokenize
-from initialize import UsageError
+
+pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "run_gpt2_eval.py")

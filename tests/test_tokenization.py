@@ -81,6 +81,20 @@ def test_character_level_round_trips_any_text():
     assert max(tokenizer.tokenize(text)) < 256 and tokenizer.eod == 256 and tokenizer.vocab_size == 258
 
 
+@pytest.mark.parametrize("kind", ["GPT2BPETokenizer", "CharacterLevelTokenizer"])
+def test_a_character_split_over_tokens_is_held_back(kind):
+    """Every prefix of the ids decodes to a prefix of the text without U+FFFD: bytes of a character
+    that the next token completes are held back."""
+    tokenizer = make_tokenizer(kind)
+    text = "naïve café: 5 € ≈ 日本語 😀 done"
+    ids = tokenizer.tokenize(text)
+    assert "\ufffd" in "".join(tokenizer.detokenize(ids[:k]) for k in range(len(ids))), "the text must split characters"
+    for k in range(len(ids) + 1):
+        prefix = tokenizer.detokenize_prefix(ids[:k])
+        assert "\ufffd" not in prefix and text.startswith(prefix), (k, prefix)
+    assert tokenizer.detokenize_prefix(ids) == text
+
+
 def test_padded_vocab_size_by_hand():
     assert padded_vocab_size(50257, 128, 1) == 50304  # 393 * 128
     assert padded_vocab_size(50257, 128, 2) == 50304  # the same at TP 2: 128 is a multiple of 2
