@@ -69,7 +69,12 @@ def add_training_args(parser):
     group.add_argument("--checkpoint-in-cpu", action="store_true", help="keep checkpointed activations in CPU memory")
     group.add_argument("--synchronize-each-layer", action="store_true",
                        help="synchronize the device at each checkpointed layer (debugging, timing)")
-    group.add_argument("--eod-mask-loss", action="store_true", help="no loss on end-of-document targets")
+    group.add_argument("--eod-mask-loss", action="store_true",
+                       help="no loss where the input is end-of-document (predicting a new document's first token)")
+    group.add_argument("--reset-position-ids", action="store_true",
+                       help="positions restart after each end-of-document token of a packed sample")
+    group.add_argument("--reset-attention-mask", action="store_true",
+                       help="no attention across an end-of-document token of a packed sample")
     group.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
     group.add_argument("--skip-train", "--eval-only", action="store_true",
                        help="train nothing: load --load, evaluate on the validation and test data, and exit")
@@ -347,6 +352,10 @@ def check_args(args):
         problems.append("--save-interval needs --save DIR")
     if args.data_path and "train_data" in args.explicit:
         problems.append("--data-path and --train-data are exclusive: preprocessed data or a corpus to tokenize")
+    resets = [f"--{f.replace('_', '-')}" for f in ("reset_position_ids", "reset_attention_mask") if getattr(args, f)]
+    if resets and args.pipe_parallel_size > 1:
+        problems.append(f"{resets[0]} with --pipe-parallel-size {args.pipe_parallel_size}: the pipeline form passes "
+                        "no positions or masks between stages; train without stages")
     if args.contigious_checkpointing and not args.partition_activations:
         problems.append("--contigious-checkpointing needs --partition-activations")
     ds_only = [f for f in ("partition_activations", "contigious_checkpointing", "checkpoint_in_cpu",

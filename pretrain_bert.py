@@ -9,6 +9,7 @@ prediction); training.pretrain does the rest.
 
 import torch.nn.functional as F
 
+import batches
 import mpu
 import training
 from arguments import get_args
@@ -40,19 +41,27 @@ def datasets_provider(args, tokenizer, num_samples):
                                sentence_order=args.sentence_order_prediction)
 
 
-def forward_step(data_iterator, model, args):
-    batch = training.broadcast_batch(data_iterator, BATCH_KEYS)
+def get_batch(data_iterator, args):
+    batch = batches.broadcast_batch(data_iterator, BATCH_KEYS)
+    return batch, batch["loss_mask"].sum()
+
+
+def forward_step(batch, model, args, loss_tokens):
+    """Masked-LM loss as a mean over the global batch's masked positions (see batches.py); the binary
+    (next-sentence / sentence-order) loss as a mean over samples."""
     lm_logits, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"])
-    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0))
-    loss_mask = batch["loss_mask"].float()
-    lm_loss = (lm_losses * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0), args.text_vocab_size)
+    lm_loss = (lm_losses * batch["loss_mask"].float()).sum() / loss_tokens
     nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
     return lm_loss + nsp_loss, {"lm loss": lm_loss.item(), "nsp loss": nsp_loss.item()}
 
 
+STEPS = training.EntrySteps(get_batch, forward_step)
+
+
 def main(argv=None):
     args = get_args(argv, description=__doc__, defaults=DEFAULTS)
-    return training.pretrain(args, datasets_provider, model_provider, forward_step)
+    return training.pretrain(args, datasets_provider, model_provider, STEPS)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@
 
 import torch
 
+import batches
 import training
 from arguments import get_args
 from data_utils.gpt2_dataset import build_gpt2_datasets
 from model import GPT2Model, gpt2_pipeline, language_model_loss
+from model.documents import document_attention_mask, document_ids, document_position_ids
 
 
 def model_provider(args, tokenizer):
@@ -24,7 +26,7 @@ def model_provider(args, tokenizer):
                  layernorm_epsilon=args.layernorm_epsilon, checkpoint_activations=args.checkpoint_activations,
                  checkpoint_num_layers=args.checkpoint_num_layers, seed=args.seed)
     if args.pipe_parallel_size > 1:
-        return gpt2_pipeline(**shape, partition_method=args.pipe_partition_method)
+        return gpt2_pipeline(**shape, partition_method=args.pipe_partition_method, text_vocab_size=tokenizer.vocab_size)
     return GPT2Model(**shape)
 
 
@@ -35,23 +37,36 @@ def datasets_provider(args, tokenizer, num_samples):
                                args.seed, tokenizer.vocab_size, args.data_cache_dir)
 
 
-def batch(data_iterator, args):
-    """(input tokens, (labels, loss mask)) of the next batch, on every tensor-parallel rank."""
-    tokens = training.broadcast_batch(data_iterator, ["text"])["text"]
+def get_batch(data_iterator, args):
+    """((input tokens, (labels, loss mask), model options), loss-bearing tokens) of the next micro-batch,
+    on every tensor-parallel rank. --eod-mask-loss drops the loss where the input is end-of-document
+    (the first token of the next document, which nothing before it predicts), as Megatron-LM does;
+    --reset-position-ids and --reset-attention-mask keep the documents of a sample apart (model.documents)."""
+    tokens = batches.broadcast_batch(data_iterator, ["text"])["text"]
     inputs, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-    loss_mask = (labels != args.eod) if args.eod_mask_loss else torch.ones_like(labels)
-    return inputs, (labels, loss_mask)
+    loss_mask = (inputs != args.eod) if args.eod_mask_loss else torch.ones_like(labels)
+    options = {}
+    if args.reset_position_ids or args.reset_attention_mask:
+        documents = document_ids(inputs, args.eod)
+        if args.reset_position_ids:
+            options["position_ids"] = document_position_ids(documents)
+        if args.reset_attention_mask:
+            options["attention_mask"] = document_attention_mask(documents)
+    return (inputs, (labels, loss_mask), options), loss_mask.sum()
 
 
-def forward_step(data_iterator, model, args):
-    inputs, labels = batch(data_iterator, args)
-    loss = language_model_loss(model(inputs), labels)
+def forward_step(batch, model, args, loss_tokens):
+    inputs, (labels, loss_mask), options = batch
+    loss = language_model_loss(model(inputs, **options), (labels, loss_mask, loss_tokens), args.text_vocab_size)
     return loss, {"lm loss": loss.item()}
+
+
+STEPS = training.EntrySteps(get_batch, forward_step, has_pipeline_form=True)
 
 
 def main(argv=None):
     args = get_args(argv, description=__doc__)
-    return training.pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch=batch)
+    return training.pretrain(args, datasets_provider, model_provider, STEPS)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+import typing
 
 import deepspeed
 import torch
@@ -19,12 +20,12 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
+from batches import batches, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import TokenIdError, check_dataset
 from data_utils.lazy_loader import LooseJsonDataset
-from data_utils.samplers import DistributedBatchSampler
 from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
@@ -54,26 +55,6 @@ def count_parameters(model):
     return int(total.sum().item())
 
 
-def broadcast_batch(data_iterator, keys, datatype=torch.int64):
-    """The next batch, read on tensor-parallel rank 0 and sent to the other ranks of its group."""
-    data = next(data_iterator) if mpu.get_model_parallel_rank() == 0 else None
-    return mpu.broadcast_data(keys, data, datatype)
-
-
-def _data_loader(dataset, args, start_step=0):
-    """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them, so
-    whether to run a step must be decided from the dataset, which every rank has, not from this)."""
-    if dataset is None or mpu.get_model_parallel_rank() != 0:
-        return None
-    sampler = DistributedBatchSampler(len(dataset), args.batch_size, mpu.get_data_parallel_rank(),
-                                      mpu.get_data_parallel_world_size(), start_step=start_step)
-    # A loader's iterator draws its workers' base seed from `generator`; from torch's default generator
-    # it would shift the dropout stream of tensor-parallel rank 0 only, and of a resumed run only.
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                                            persistent_workers=args.num_workers > 0,
-                                            generator=torch.Generator().manual_seed(args.seed)))
-
-
 def _average_over_data_parallel(values):
     """{name: python float} averaged over the data-parallel group."""
     names = sorted(values)
@@ -100,21 +81,9 @@ class _StopSignal:
         return bool(flag.item())
 
 
-def _pipeline_batches(pipeline_batch, data_iterator, args):
-    while True:
-        yield pipeline_batch(data_iterator, args)
-
-
-def _batches(dataset, args, pipeline_batch, start_step=0):
-    """What forward_step reads from (see _data_loader); with pipeline stages, (inputs, labels) micro-batches
-    for the pipeline engine, which reads them on its first and last stages."""
-    loader = _data_loader(dataset, args, start_step)
-    return _pipeline_batches(pipeline_batch, loader, args) if args.pipe_parallel_size > 1 else loader
-
-
-def evaluate(forward_step, data_iterator, engine, args, iterations):
+def evaluate(steps, data_iterator, engine, args, iterations):
     """Mean logged values over `iterations` batches (a pipeline engine: iterations x
-    --gradient-accumulation-steps micro-batches)."""
+    --gradient-accumulation-steps micro-batches), each a token-weighted mean over the data-parallel ranks."""
     engine.eval()
     totals = {}
     with torch.no_grad():
@@ -122,7 +91,8 @@ def evaluate(forward_step, data_iterator, engine, args, iterations):
             if isinstance(engine, deepspeed.PipelineEngine):
                 values = {"lm loss": engine.eval_batch(data_iterator).item()}
             else:
-                _, values = forward_step(data_iterator, engine, args)
+                ((batch, loss_tokens),) = micro_batches(steps.get_batch, data_iterator, args, 1)
+                _, values = steps.forward_step(batch, engine, args, loss_tokens)
             for name, value in values.items():
                 totals[name] = totals.get(name, 0.0) + float(value) / iterations
     engine.train()
@@ -187,18 +157,30 @@ def data_prefixes(args, tokenizer, append_eod=True, sentences=None):
     return data_path
 
 
-def pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch=None):
+class EntrySteps(typing.NamedTuple):
+    """What an entry script does per micro-batch (see batches.py for loss_tokens):
+
+    get_batch(data_iterator, args) -> (batch, number of loss-bearing tokens in it), on every tensor-parallel
+        rank; with a pipeline form the batch begins with (inputs, labels tuple), as the PipelineModule takes them
+    forward_step(batch, model, args, loss_tokens) -> (loss to backpropagate, {name: float to log})
+    has_pipeline_form: the model provider builds a PipelineModule with --pipe-parallel-size > 1; the
+        pipeline engine runs its loss on (logits, (*labels, loss_tokens)) and logs it as "lm loss"
+    """
+    get_batch: typing.Callable
+    forward_step: typing.Callable
+    has_pipeline_form: bool = False
+
+
+def pretrain(args, datasets_provider, model_provider, steps):
     """Train as the flags say; returns {iteration: {name: value}}: the training losses and the learning
     rate of the engine's optimizer after that iteration's step.
 
     model_provider(args, tokenizer) -> torch.nn.Module (a deepspeed PipelineModule with --pipe-parallel-size > 1)
     datasets_provider(args, tokenizer, num_samples) -> (train, valid, test) datasets (None: no split)
-    forward_step(data_iterator, model, args) -> (loss to backpropagate, {name: float to log})
-    pipeline_batch(data_iterator, args) -> (inputs, labels) of one micro-batch for the pipeline engine, which
-        runs the PipelineModule's loss and logs it as "lm loss" (None: the model has no pipeline form)
+    steps: EntrySteps
     """
     try:
-        return _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch)
+        return _pretrain(args, datasets_provider, model_provider, steps)
     except (UsageError, ConfigError, TokenIdError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -214,9 +196,8 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     dp = mpu.get_data_parallel_world_size()
     ds_config = build_ds_config(args, dp)
     global_batch = args.batch_size * dp * args.gradient_accumulation_steps
-    evaluations = args.train_iters // args.eval_interval + 1
-    num_samples = (args.train_iters * global_batch, evaluations * args.eval_iters * global_batch,
-                   args.eval_iters * global_batch)
+    # every evaluation scores the same validation batches
+    num_samples = (args.train_iters * global_batch, args.eval_iters * global_batch, args.eval_iters * global_batch)
     checked = False
     for turn in ("first", "rest"):  # rank 0 trains a tokenizer, tokenizes, builds index caches; the rest read them
         if (dist.get_rank() == 0) == (turn == "first"):
@@ -230,11 +211,12 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     if checked:
         raise SystemExit(0)
     args.padded_vocab_size, args.text_vocab_size = tokenizer.padded_vocab_size, tokenizer.vocab_size
-    if args.eod_mask_loss:
+    document_flags = [f for f in ("eod_mask_loss", "reset_position_ids", "reset_attention_mask") if getattr(args, f)]
+    if document_flags:
         try:
             args.eod = tokenizer.eod
         except AttributeError as error:
-            raise UsageError(f"--eod-mask-loss: {error}") from None
+            raise UsageError(f"--{document_flags[0].replace('_', '-')}: {error}") from None
     args.zero_stage_of_run = ds_config["zero_optimization"]["stage"]
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
@@ -260,15 +242,15 @@ def _clip_fp32_over_stages(engine):
     engine.clip_fp32_gradients = clip
 
 
-def _train_step(forward_step, train_iterator, engine, args):
+def _train_step(steps, train_iterator, engine, args):
     """One iteration (--gradient-accumulation-steps micro-batches and an optimizer step): (this rank's
     logged values, grad norm or None)."""
     if args.pipe_parallel_size > 1:  # the engine runs the micro-batches through the stages
         values, norm = {"lm loss": engine.train_batch(train_iterator).item()}, None
     else:
         values, norm, accumulation = {}, None, args.gradient_accumulation_steps
-        for _ in range(accumulation):
-            loss, step_values = forward_step(train_iterator, engine, args)
+        for batch, loss_tokens in micro_batches(steps.get_batch, train_iterator, args, accumulation):
+            loss, step_values = steps.forward_step(batch, engine, args, loss_tokens)
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0 \
                     and not (args.bf16 or args.fp16):
@@ -305,9 +287,9 @@ def _nothing_to_train(args, iteration, tag):
                       "--save/--load at another folder to start a new run, or add --skip-train to only evaluate it")
 
 
-def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_batch):
+def _pretrain(args, datasets_provider, model_provider, steps):
     engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
-        args, datasets_provider, model_provider, has_pipeline_form=pipeline_batch is not None)
+        args, datasets_provider, model_provider, has_pipeline_form=steps.has_pipeline_form)
     parameters = count_parameters(engine.module)
     print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
                  f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "
@@ -321,31 +303,29 @@ def _pretrain(args, datasets_provider, model_provider, forward_step, pipeline_ba
     if args.skip_train:
         history, stopped = {}, False
         if valid_data is not None and args.eval_iters > 0:
-            _report_evaluation("validation", evaluate(forward_step, _batches(valid_data, args, pipeline_batch),
-                                                      engine, args, args.eval_iters), iteration, writer)
+            _report_evaluation("validation", evaluate(steps, batches(valid_data, args, steps.get_batch), engine,
+                                                      args, args.eval_iters), iteration, writer)
     else:
-        history, stopped = _train(args, engine, forward_step, pipeline_batch, train_data, valid_data, iteration,
-                                  consumed, global_batch, parameters, writer)
+        history, stopped = _train(args, engine, steps, train_data, valid_data, iteration, consumed, global_batch,
+                                  parameters, writer)
     if not stopped and test_data is not None and args.eval_iters > 0:
-        _report_evaluation("test", evaluate(forward_step, _batches(test_data, args, pipeline_batch), engine, args,
+        _report_evaluation("test", evaluate(steps, batches(test_data, args, steps.get_batch), engine, args,
                                             args.eval_iters), max(history, default=iteration), writer)
     if writer:
         writer.close()
     return history
 
 
-def _train(args, engine, forward_step, pipeline_batch, train_data, valid_data, iteration, consumed, global_batch,
-           parameters, writer):
+def _train(args, engine, steps, train_data, valid_data, iteration, consumed, global_batch, parameters, writer):
     """The loop from `iteration` to --train-iters; returns (history, whether it stopped early at
     --exit-interval or SIGTERM, after saving)."""
-    start_step = iteration * args.gradient_accumulation_steps if args.resume_dataloader else 0
-    train_iterator = _batches(train_data, args, pipeline_batch, start_step)
+    train_iterator = batches(train_data, args, steps.get_batch, consumed if args.resume_dataloader else 0)
     stop = _StopSignal()
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
     history, window, last_saved = {}, _LogWindow(), None
     while iteration < args.train_iters:
         started = time.time()
-        values, norm = _train_step(forward_step, train_iterator, engine, args)
+        values, norm = _train_step(steps, train_iterator, engine, args)
         iteration += 1
         consumed += global_batch
         values = _average_over_data_parallel(values)
@@ -356,8 +336,8 @@ def _train(args, engine, forward_step, pipeline_batch, train_data, valid_data, i
             window = _LogWindow()
         if valid_data is not None and args.eval_iters > 0 and iteration % args.eval_interval == 0:
             # a fresh iterator: every evaluation scores the same validation batches
-            _report_evaluation("validation", evaluate(forward_step, _batches(valid_data, args, pipeline_batch),
-                                                      engine, args, args.eval_iters), iteration, writer)
+            _report_evaluation("validation", evaluate(steps, batches(valid_data, args, steps.get_batch), engine,
+                                                      args, args.eval_iters), iteration, writer)
         stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
         if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
             save_checkpoint(engine, args, iteration, consumed)

@@ -8,7 +8,10 @@ one half B is replaced by sentences of another document (label 1). Sentence-orde
 (sentence_order=True): with probability one half A and B swap (label 1). Masking as in BERT: 15% of
 the non-special tokens, at most max_preds_per_seq, of which 80% become [MASK], 10% a random token and
 10% stay. Everything a sample draws comes from a generator seeded by (seed, sample index), so a
-sample is the same whatever order it is read in.
+sample is the same whatever order it is read in. Samples are built and shuffled an epoch at a time,
+each epoch with its own seed, so the first n samples do not depend on how many are asked for (a run
+extended with a larger --train-iters continues the same order). A random segment always comes from
+another document; documents without sentences are skipped.
 """
 
 import numpy as np
@@ -18,28 +21,37 @@ from .dataset_builder import build_datasets
 from .indexed_dataset import check_token_ids
 
 
-def _samples_mapping(sizes, doc_idx, documents, num_samples, max_tokens, short_seq_prob, min_sentences, rng):
-    """[first sentence, end sentence, target length] rows, over as many epochs as num_samples needs."""
+def _epoch_rows(sizes, doc_idx, documents, max_tokens, short_seq_prob, min_sentences, rng):
+    """[first sentence, end sentence, target length] rows of one pass over the documents."""
     rows = []
-    while len(rows) < num_samples:
-        epoch_start = len(rows)
-        for doc in documents:
-            first, end = int(doc_idx[doc]), int(doc_idx[doc + 1])
-            if end - first < min_sentences:
-                continue
-            target = rng.randint(2, max_tokens + 1) if rng.random_sample() < short_seq_prob else max_tokens
-            start, length = first, 0
-            for sentence in range(first, end):
-                length += int(sizes[sentence])
-                if (length >= target or sentence == end - 1) and sentence + 1 - start >= min_sentences:
-                    rows.append((start, sentence + 1, target))
-                    target = rng.randint(2, max_tokens + 1) if rng.random_sample() < short_seq_prob else max_tokens
-                    start, length = sentence + 1, 0
-        if len(rows) == epoch_start:
+    for doc in documents:
+        first, end = int(doc_idx[doc]), int(doc_idx[doc + 1])
+        if end - first < min_sentences:
+            continue
+        target = rng.randint(2, max_tokens + 1) if rng.random_sample() < short_seq_prob else max_tokens
+        start, length = first, 0
+        for sentence in range(first, end):
+            length += int(sizes[sentence])
+            if (length >= target or sentence == end - 1) and sentence + 1 - start >= min_sentences:
+                rows.append((start, sentence + 1, target))
+                target = rng.randint(2, max_tokens + 1) if rng.random_sample() < short_seq_prob else max_tokens
+                start, length = sentence + 1, 0
+    return rows
+
+
+def _samples_mapping(sizes, doc_idx, documents, num_samples, max_tokens, short_seq_prob, min_sentences, seed):
+    """Rows (see _epoch_rows) of as many epochs as num_samples needs, each epoch shuffled by its own seed."""
+    epochs = []
+    while sum(map(len, epochs)) < num_samples:
+        epoch = len(epochs)
+        rows = _epoch_rows(sizes, doc_idx, documents, max_tokens, short_seq_prob, min_sentences,
+                           np.random.RandomState([seed, epoch, 0]))
+        if not rows:
             raise ValueError(f"no document has {min_sentences} or more sentences: BERT sentence pairs need "
                              "sentence-level data (scripts/preprocess_data.py --split-sentences)")
-    rows = np.asarray(rows[:num_samples], dtype=np.int64)
-    return rows[rng.permutation(len(rows))]
+        rows = np.asarray(rows, dtype=np.int64)
+        epochs.append(rows[np.random.RandomState([seed, epoch, 1]).permutation(len(rows))])
+    return np.concatenate(epochs)[:num_samples]
 
 
 class BertSentencePairDataset:
@@ -55,21 +67,28 @@ class BertSentencePairDataset:
         self.cls, self.sep, self.mask_id, self.pad = tokenizer.cls, tokenizer.sep, tokenizer.mask, tokenizer.pad
         self.vocab_size = tokenizer.vocab_size
         self.documents = np.asarray(documents, dtype=np.int64)
+        doc_idx = indexed_dataset.doc_idx
+        self.with_sentences = self.documents[doc_idx[self.documents + 1] > doc_idx[self.documents]]
+        if binary_head and not sentence_order and len(self.with_sentences) < 2:
+            raise ValueError(f"{indexed_dataset.prefix}: the {name} split has {len(self.with_sentences)} document(s) "
+                             "with sentences; next-sentence prediction takes its random segments from other "
+                             "documents: give the split more documents (--split) or use --sentence-order-prediction")
         name_in_cache = (f"{name}_bert_{self.documents[0]}-{self.documents[-1]}docs_{num_samples}ns_"
-                         f"{max_seq_length}msl_{short_seq_prob}ssp_{int(binary_head)}bh_{seed}s")
+                         f"{max_seq_length}msl_{short_seq_prob}ssp_{int(binary_head)}bh_{seed}s_epochs")
         self.mapping = cached_index(indexed_dataset, cache_dir, name_in_cache, lambda: {"mapping": _samples_mapping(
-            indexed_dataset.sizes, indexed_dataset.doc_idx, self.documents, num_samples, max_seq_length - 3,
-            short_seq_prob, 2 if binary_head else 1, np.random.RandomState(seed))})["mapping"]
+            indexed_dataset.sizes, doc_idx, self.documents, num_samples, max_seq_length - 3,
+            short_seq_prob, 2 if binary_head else 1, seed)})["mapping"]
 
     def __len__(self):
         return len(self.mapping)
 
     def _random_other_segment(self, rng, exclude_sentence, length):
+        """Sentences from a random point of a random other document, up to `length` tokens."""
         doc_idx = self.indexed.doc_idx
-        for _ in range(10):
-            doc = int(self.documents[rng.randint(len(self.documents))])
-            if not doc_idx[doc] <= exclude_sentence < doc_idx[doc + 1]:
-                break
+        own = int(np.searchsorted(doc_idx, exclude_sentence, side="right")) - 1
+        choice = rng.randint(len(self.with_sentences) - 1)
+        choice += int(choice >= np.searchsorted(self.with_sentences, own))
+        doc = int(self.with_sentences[choice])
         start = rng.randint(doc_idx[doc], doc_idx[doc + 1])
         pieces, total = [], 0
         for sentence in range(start, int(doc_idx[doc + 1])):

@@ -40,9 +40,10 @@ class GPT2Model(torch.nn.Module):
                                                checkpoint_num_layers=checkpoint_num_layers,
                                                seed=None if seed is None else seed + 2)
 
-    def forward(self, tokens, position_ids=None, cache=None):
+    def forward(self, tokens, position_ids=None, cache=None, attention_mask=None):
         """cache: a model.KVCache holding the positions before `tokens` (generation); it is extended
-        with these."""
+        with these. attention_mask: None (causal) or a boolean [batch, 1, seq, seq] mask, True where
+        attention is allowed (model.documents)."""
         past = 0 if cache is None else cache.length
         end = past + tokens.size(1)
         if end > self.max_sequence_length:
@@ -52,16 +53,18 @@ class GPT2Model(torch.nn.Module):
             position_ids = torch.arange(past, end, device=tokens.device).unsqueeze(0)
         positions = torch.nn.functional.embedding(position_ids, self.position_embeddings)
         hidden = self.embedding_dropout(self.word_embeddings(tokens) + positions)
-        hidden = self.transformer(hidden, cache=cache)
+        hidden = self.transformer(hidden, attention_mask=attention_mask, cache=cache)
         if cache is not None:
             cache.advance(tokens.size(1))
         logits = torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
         return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)
 
 
-def language_model_loss(logits, labels_and_mask):
-    """Mean cross-entropy of this rank's vocabulary-parallel logits over the tokens where the mask is set."""
-    labels, loss_mask = labels_and_mask
-    losses = mpu.vocab_parallel_cross_entropy(logits.float(), labels)
-    loss_mask = loss_mask.to(losses.dtype)
-    return (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+def language_model_loss(logits, labels, vocab_size=None):
+    """Cross-entropy of this rank's vocabulary-parallel logits where the loss mask is set, summed and
+    divided by loss_tokens (training.py: the global batch's loss-bearing tokens per micro-batch, so the
+    optimised loss is a mean over all of them). labels: (labels, loss mask, loss_tokens). vocab_size:
+    the real vocabulary; padded rows take no probability (None: every row counts)."""
+    labels, loss_mask, loss_tokens = labels
+    losses = mpu.vocab_parallel_cross_entropy(logits.float(), labels, vocab_size)
+    return (losses * loss_mask.to(losses.dtype)).sum() / loss_tokens

@@ -14,6 +14,8 @@ at any number of stages. Tensor parallelism works inside every layer as in GPT2M
 is mpu's (tensor fastest, then data, then pipeline).
 """
 
+import functools
+
 import torch
 from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
 from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
@@ -76,9 +78,9 @@ def _logits(module, hidden):
 def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length, seed,
                   embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                   layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                  partition_method="parameters"):
-    """The PipelineModule over mpu's groups: input tokens, labels (labels, loss mask), loss averaged
-    over the unmasked tokens."""
+                  partition_method="parameters", text_vocab_size=None):
+    """The PipelineModule over mpu's groups: input tokens, labels (labels, loss mask, loss tokens),
+    model.language_model_loss (text_vocab_size: the real vocabulary, rows above it are padding)."""
     options = layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout,
                             init_method_std, layernorm_epsilon=layernorm_epsilon, causal=True, pre_layernorm=True,
                             gelu="tanh")
@@ -94,7 +96,8 @@ def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_
     topology = PipeModelDataParallelTopology(num_pp=mpu.get_pipeline_model_parallel_world_size(),
                                              num_mp=mpu.get_model_parallel_world_size(),
                                              num_dp=mpu.get_data_parallel_world_size())
-    return PipelineModule(specs, topology=topology, loss_fn=language_model_loss, partition_method=partition_method,
+    loss = functools.partial(language_model_loss, vocab_size=text_vocab_size)
+    return PipelineModule(specs, topology=topology, loss_fn=loss, partition_method=partition_method,
                           activation_checkpoint_interval=checkpoint_num_layers if checkpoint_activations else 0,
                           activation_checkpoint_func=mpu.checkpoint, checkpointable_layers=["ParallelTransformerLayer"])
 

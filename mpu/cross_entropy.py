@@ -1,7 +1,9 @@
 """Cross-entropy over logits whose vocabulary dimension is split across tensor-parallel ranks.
 
 The full logits are never gathered: each rank contributes its slice's max, its sum of exponentials
-and (on the rank that owns it) the target's logit, through three small all-reduces.
+and (on the rank that owns it) the target's logit, through three small all-reduces. Columns from
+`vocab_size` up (the rows a vocabulary is padded with for alignment) take no probability: they are
+left out of the softmax, whatever their logits, and get no gradient.
 """
 
 import torch
@@ -14,16 +16,19 @@ from .utils import VocabUtility
 class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, vocab_parallel_logits, target):
+    def forward(ctx, vocab_parallel_logits, target, vocab_size):
         group = get_model_parallel_group()
+        partition_vocab_size = vocab_parallel_logits.size(-1)
+        vocab_start, vocab_end = VocabUtility.vocab_range_from_per_partition_vocab_size(
+            partition_vocab_size, get_model_parallel_rank(), get_model_parallel_world_size())
         logits = vocab_parallel_logits.float()
+        if vocab_size is not None and vocab_end > vocab_size:
+            logits = logits.clone() if logits is vocab_parallel_logits else logits
+            logits[..., max(vocab_size - vocab_start, 0):] = float("-inf")
         logits_max = logits.max(dim=-1).values
         dist.all_reduce(logits_max, op=dist.ReduceOp.MAX, group=group)
         logits = logits - logits_max.unsqueeze(-1)
 
-        partition_vocab_size = logits.size(-1)
-        vocab_start, vocab_end = VocabUtility.vocab_range_from_per_partition_vocab_size(
-            partition_vocab_size, get_model_parallel_rank(), get_model_parallel_world_size())
         target_outside = (target < vocab_start) | (target >= vocab_end)
         local_target = (target - vocab_start).masked_fill(target_outside, 0)
 
@@ -48,13 +53,14 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         one_hot_here = (~target_outside).to(grad_input.dtype).unsqueeze(-1)
         grad_input.scatter_add_(-1, local_target.unsqueeze(-1), -one_hot_here)
         grad_input.mul_(grad_output.unsqueeze(-1))
-        return grad_input.to(ctx.input_dtype), None
+        return grad_input.to(ctx.input_dtype), None, None
 
 
-def vocab_parallel_cross_entropy(vocab_parallel_logits, target):
+def vocab_parallel_cross_entropy(vocab_parallel_logits, target, vocab_size=None):
     """Per-token loss (target's shape, no reduction) from this rank's slice of the logits.
 
+    vocab_size: the real vocabulary; padded columns from it up are out of the softmax (None: none are).
     Computed in float32 whatever the logits' dtype; the gradient comes back in the logits' dtype.
     The backward reuses the saved softmax in place, so it cannot be run twice (retain_graph).
     """
-    return _VocabParallelCrossEntropy.apply(vocab_parallel_logits, target)
+    return _VocabParallelCrossEntropy.apply(vocab_parallel_logits, target, vocab_size)

@@ -110,3 +110,42 @@ def test_samples_are_deterministic(sentences, tokenizer, tmp_path):
     second = _dataset(sentences, tokenizer)
     for i in (0, 17, SAMPLES - 1):
         assert all(np.array_equal(first[i][k], second[i][k]) for k in first[i])
+
+
+def _documents_by_range(path, sentence_counts):
+    """Document d's tokens lie in [2000 + 5000 d, 3000 + 5000 d); a count of 0 is an empty document."""
+    rng = np.random.RandomState(0)
+    builder = IndexedDatasetBuilder(str(path), np.uint16, 30522)
+    for d, count in enumerate(sentence_counts):
+        builder.add_document([rng.randint(2000 + 5000 * d, 3000 + 5000 * d, size=rng.randint(4, 12))
+                              for _ in range(count)])
+    builder.finalize()
+    return MMapIndexedDataset(str(path))
+
+
+def test_a_random_segment_comes_from_another_document(tmp_path, tokenizer):
+    indexed = _documents_by_range(tmp_path / "three", [40, 0, 3, 40])
+    dataset = BertSentencePairDataset("train", indexed, np.arange(4), 400, 48, 1, tokenizer)
+    randoms = 0
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        a, b = (set(((segment - 2000) // 5000).tolist()) for segment in _segments(sample, tokenizer))
+        assert len(a) == 1 and len(b) == 1, "each segment lies in one document"
+        assert (a != b) == bool(sample["is_random"]), f"sample {i}"
+        randoms += int(sample["is_random"])
+    assert randoms > 100
+
+
+def test_a_split_with_one_document_is_a_clear_error(tmp_path, tokenizer):
+    indexed = _documents_by_range(tmp_path / "one", [30, 0])
+    with pytest.raises(ValueError, match="the train split has 1 document.s. with sentences; next-sentence prediction"):
+        BertSentencePairDataset("train", indexed, np.arange(2), 50, 48, 1, tokenizer)
+    swapped = BertSentencePairDataset("train", indexed, np.arange(2), 50, 48, 1, tokenizer, sentence_order=True)
+    assert len(swapped) == 50 and all(swapped[i]["text"][0] == tokenizer.cls for i in range(50))
+
+
+def test_more_samples_continue_the_same_order(sentences, tokenizer):
+    """A run extended with a larger --train-iters reads the same samples first."""
+    few = BertSentencePairDataset("train", sentences, np.arange(sentences.num_documents), 100, MAX_SEQ, 9, tokenizer)
+    many = BertSentencePairDataset("train", sentences, np.arange(sentences.num_documents), 5000, MAX_SEQ, 9, tokenizer)
+    assert np.array_equal(many.mapping[:100], few.mapping)

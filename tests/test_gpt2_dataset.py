@@ -39,9 +39,8 @@ def test_samples_cover_every_token_of_the_split_once_per_epoch(tmp_path):
     dataset = GPT2Dataset("train", indexed, ids, num_samples, seq_length, seed=7, cache_dir=str(tmp_path))
     stream = np.concatenate([dataset.sample(k)["text"][:-1] for k in range(num_samples)])
     order = dataset.doc_idx
-    epochs = -(-(num_samples * seq_length + 1) // tokens_per_epoch)
-    assert len(order) == epochs * len(ids)
-    for epoch in range(epochs):
+    assert len(order) % len(ids) == 0 and len(order) * 1.0 / len(ids) >= 3
+    for epoch in range(len(order) // len(ids)):
         documents = order[epoch * len(ids):(epoch + 1) * len(ids)]
         assert sorted(documents.tolist()) == list(range(len(ids))), "each epoch is a permutation of the split"
         expected = np.concatenate([indexed[ids[d]] for d in documents])
@@ -50,8 +49,24 @@ def test_samples_cover_every_token_of_the_split_once_per_epoch(tmp_path):
     assert all(len(dataset[i]["text"]) == seq_length + 1 for i in range(len(dataset)))
     for k in range(num_samples - 1):
         assert dataset.sample(k)["text"][-1] == dataset.sample(k + 1)["text"][0], "labels run on into the next sample"
-    shuffled = [dataset[i]["text"].tolist() for i in range(num_samples)]
-    assert sorted(shuffled) == sorted(dataset.sample(k)["text"].tolist() for k in range(num_samples))
+    assert len(set(dataset.shuffle_idx.tolist())) == num_samples, "no sample twice"
+    assert all(np.array_equal(dataset[i]["text"], dataset.sample(int(dataset.shuffle_idx[i]))["text"])
+               for i in range(num_samples))
+
+
+def test_the_order_does_not_depend_on_the_number_of_samples(tmp_path):
+    """A run extended with a larger --train-iters continues the same order; within an epoch (the
+    samples whose first token lies in it) no sample comes twice, and the epoch comes whole first."""
+    sizes = np.random.RandomState(2).randint(1, 60, size=40)
+    indexed = _indexed(tmp_path / "d", sizes)
+    tokens_per_epoch, seq_length = int(sizes.sum()), 16
+    short, extended = (GPT2Dataset("train", indexed, np.arange(40), n, seq_length, seed=5, cache_dir=str(tmp_path))
+                       for n in (50, 3 * tokens_per_epoch // seq_length))
+    assert np.array_equal(extended.shuffle_idx[:50], short.shuffle_idx)
+    first_epoch = -(-tokens_per_epoch // seq_length)
+    assert sorted(extended.shuffle_idx[:first_epoch].tolist()) == list(range(first_epoch))
+    assert not np.array_equal(extended.shuffle_idx[:first_epoch], np.arange(first_epoch)), "shuffled"
+    assert all(np.array_equal(short[i]["text"], extended[i]["text"]) for i in range(50))
 
 
 def test_index_is_deterministic_and_cached(tmp_path):

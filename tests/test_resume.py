@@ -35,19 +35,19 @@ def _run(argv, sigterm_at=None):
     """pretrain_gpt2.main on this rank; rank 0 sends itself SIGTERM while it reads the batch of iteration
     `sigterm_at`. Returns ({iteration: lm loss}, the log lines)."""
     import pretrain_gpt2
-    read_batch, calls = pretrain_gpt2.batch, itertools.count(1)
+    steps, calls = pretrain_gpt2.STEPS, itertools.count(1)
 
     def batch_then_sigterm(data_iterator, args):
         if next(calls) == sigterm_at and dist.get_rank() == 0:
             os.kill(os.getpid(), signal.SIGTERM)
-        return read_batch(data_iterator, args)
+        return steps.get_batch(data_iterator, args)
 
-    pretrain_gpt2.batch, stdout = batch_then_sigterm, io.StringIO()
+    pretrain_gpt2.STEPS, stdout = steps._replace(get_batch=batch_then_sigterm), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout):
             history = pretrain_gpt2.main(argv)
     finally:
-        pretrain_gpt2.batch = read_batch
+        pretrain_gpt2.STEPS = steps
     return {i: values["lm loss"] for i, values in history.items()}, stdout.getvalue().splitlines()
 
 

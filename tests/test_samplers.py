@@ -19,8 +19,15 @@ def test_ranks_partition_each_global_batch():
 def test_resumed_at_step_k_yields_what_an_unbroken_sampler_yields_from_k(k):
     for rank in range(2):
         unbroken = list(DistributedBatchSampler(103, 5, rank, 2))
-        resumed = list(DistributedBatchSampler(103, 5, rank, 2, start_step=k))
+        resumed = list(DistributedBatchSampler(103, 5, rank, 2, consumed_samples=k * 10))
         assert resumed == unbroken[k:]
+
+
+def test_resumed_on_another_layout_reads_the_next_samples():
+    """30 samples consumed in global batches of 10; then 4 ranks of micro batch 5 read from sample 30."""
+    resumed = [list(DistributedBatchSampler(103, 5, rank, 4, consumed_samples=30)) for rank in range(4)]
+    assert [batches[0] for batches in resumed] == [list(range(30 + 5 * r, 35 + 5 * r)) for r in range(4)]
+    assert all(len(batches) == 3 for batches in resumed)  # (103 - 30) // 20
 
 
 def test_last_partial_batch():
