@@ -99,6 +99,10 @@ def add_learning_rate_args(parser):
     group.add_argument("--lr-decay-iters", type=int, default=None, help="iterations to decay over (default: --train-iters)")
     group.add_argument("--min-lr", type=float, default=0.0, help="the decay stops here")
     group.add_argument("--warmup", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
+    group.add_argument("--override-lr-scheduler", action="store_true",
+                       help="on resume, take the schedule flags above even where they differ from the checkpoint's")
+    group.add_argument("--use-checkpoint-lr-scheduler", action="store_true",
+                       help="on resume, take the checkpoint's schedule settings even where flags differ")
     return parser
 
 
@@ -335,6 +339,8 @@ def check_args(args):
     if args.pipe_parallel_size < 1 or args.num_layers % args.pipe_parallel_size:
         problems.append(f"--num-layers {args.num_layers} does not split over --pipe-parallel-size "
                         f"{args.pipe_parallel_size} stages: choose a number of stages that divides the layers")
+    if args.override_lr_scheduler and args.use_checkpoint_lr_scheduler:
+        problems.append("--override-lr-scheduler and --use-checkpoint-lr-scheduler are exclusive: flags or checkpoint")
     if args.fp16 and args.bf16:
         problems.append("--fp16 and --bf16 are exclusive: choose one")
     if args.seq_length > args.max_position_embeddings:

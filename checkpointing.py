@@ -10,10 +10,12 @@ draws. Reading checkpoints without an engine (converters, evaluation) is checkpo
 import os
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
 import mpu
 from checkpoint_files import checkpoint_layout, latest_tag
 from initialize import UsageError, print_rank_0, rng_state, set_rng_state
+from learning_rates import continue_schedule, settings_from_checkpoint
 
 DATA_FLAGS = {"data_path": "--data-path", "train_data": "--train-data"}
 
@@ -78,8 +80,19 @@ def load_checkpoint(engine, args):
         return 0, 0, tag
     if not args.no_load_rng:
         _restore_rng(os.path.join(args.load, tag), client)
-    _warn_about_other_data(args, client.get("args", {}))
-    return client.get("iteration", 0), client.get("consumed_samples", 0), tag
+    saved_args = client.get("args", {})
+    _warn_about_other_data(args, saved_args)
+    iteration = client.get("iteration", 0)
+    if isinstance(engine.lr_scheduler, LambdaLR):  # ours (a ds_config "scheduler" keeps DeepSpeed's state)
+        try:
+            taken = settings_from_checkpoint(args, saved_args)
+        except ValueError as error:
+            raise UsageError(f"--load {args.load}: {error}") from None
+        if taken:
+            print_rank_0(taken)
+        steps = iteration if args.no_load_optim else engine.lr_scheduler.last_epoch  # fp16 skips are not steps
+        continue_schedule(engine.lr_scheduler, steps, args.lr)
+    return iteration, client.get("consumed_samples", 0), tag
 
 
 def save_checkpoint(engine, args, iteration, consumed_samples):

@@ -7,6 +7,11 @@ decay period, floored at --min-lr, as Megatron-LM v1 did). After --lr-decay-iter
 
 DeepSpeed builds the optimizer from the ds_config, so the schedule is handed to deepspeed.initialize
 as a callable and attached to the optimizer DeepSpeed actually steps.
+
+On resume the schedule's settings come from the checkpoint, as in Megatron-LM: a flag given on the
+command line that disagrees with the checkpoint is an error, unless --override-lr-scheduler (the
+flags win) or --use-checkpoint-lr-scheduler (the checkpoint wins); a setting left at its default takes
+the checkpoint's value.
 """
 
 import math
@@ -32,11 +37,47 @@ def learning_rate(step, max_lr, min_lr, warmup_iters, decay_iters, style):
     raise ValueError(f"--lr-decay-style {style!r}: expected constant, linear, cosine or exponential")
 
 
+SCHEDULE_FLAGS = {"lr": "--lr", "min_lr": "--min-lr", "lr_decay_style": "--lr-decay-style",
+                  "lr_decay_iters": "--lr-decay-iters", "warmup": "--warmup"}
+
+
 def megatron_scheduler(args):
-    """A callable optimizer -> LambdaLR for deepspeed.initialize(lr_scheduler=...)."""
-    warmup_iters = int(args.warmup * args.lr_decay_iters)
+    """A callable optimizer -> LambdaLR for deepspeed.initialize(lr_scheduler=...). The rate follows
+    args' settings as they are when it is computed (see settings_from_checkpoint)."""
+    def rate(step):
+        return learning_rate(step, args.lr, args.min_lr, int(args.warmup * args.lr_decay_iters), args.lr_decay_iters,
+                             args.lr_decay_style) / args.lr
 
     def schedule(optimizer):
-        return LambdaLR(optimizer, lambda step: learning_rate(step, args.lr, args.min_lr, warmup_iters,
-                                                              args.lr_decay_iters, args.lr_decay_style) / args.lr)
+        return LambdaLR(optimizer, rate)
     return schedule
+
+
+def settings_from_checkpoint(args, saved_args):
+    """Apply Megatron's rule (see the module docstring) to args; returns a line naming the settings
+    taken from the checkpoint, or None. Raises ValueError for a given flag that disagrees."""
+    differing = {name: saved_args[name] for name in SCHEDULE_FLAGS
+                 if name in saved_args and saved_args[name] != getattr(args, name)}
+    if not differing or args.override_lr_scheduler:
+        return None
+    given = [name for name in differing if name in args.explicit]
+    if given and not args.use_checkpoint_lr_scheduler:
+        conflicts = ", ".join(f"{SCHEDULE_FLAGS[n]} {getattr(args, n)} (checkpoint: {differing[n]})" for n in given)
+        raise ValueError(f"the learning-rate schedule differs from the checkpoint's: {conflicts}; add "
+                         "--override-lr-scheduler to take the flags or --use-checkpoint-lr-scheduler to take the "
+                         "checkpoint's")
+    for name, value in differing.items():
+        setattr(args, name, value)
+    return "learning-rate schedule from the checkpoint: " + ", ".join(
+        f"{SCHEDULE_FLAGS[n]} {v}" for n, v in differing.items())
+
+
+def continue_schedule(scheduler, iteration, lr):
+    """Set a megatron_scheduler's LambdaLR (and its optimizer) to `iteration` of the schedule with
+    peak rate `lr`: after a resume whose settings changed, or whose scheduler state was not loaded."""
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    scheduler.last_epoch = iteration
+    rates = [base * rate(iteration) for base, rate in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, value in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = value
+    scheduler._last_lr = rates

@@ -12,6 +12,7 @@ import shutil
 import signal
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from checkpoint_files import read_checkpoint
@@ -109,3 +110,58 @@ def test_a_finished_or_moved_run_says_so(tmp_path, gpt2_data_prefix):
     assert continued == [3]
     assert f"the checkpoint was trained with --data-path {[gpt2_data_prefix]} but this run reads --data-path " \
            f"{[other]}" in output
+
+
+def _recorded_batches(argv):
+    """pretrain_gpt2.main on this rank; ({iteration: lm loss and learning rate}, the input tokens of each
+    micro-batch this rank read, in order)."""
+    import pretrain_gpt2
+    steps, seen = pretrain_gpt2.STEPS, []
+
+    def recording(data_iterator, args):
+        batch = steps.get_batch(data_iterator, args)
+        seen.append(batch[0][0])
+        return batch
+
+    pretrain_gpt2.STEPS = steps._replace(get_batch=recording)
+    try:
+        return pretrain_gpt2.main(argv), seen
+    finally:
+        pretrain_gpt2.STEPS = steps
+
+
+def test_a_resume_reads_the_samples_an_unbroken_run_reads(tmp_path, gpt2_data_prefix):
+    """One process for 10 of --train-iters 10, then --train-iters 20 on 2 data-parallel ranks (micro
+    batch 4): iterations 11-20 read the samples of iterations 11-20 of an unbroken one-process run."""
+    saved = str(tmp_path / "saved")
+    (_, unbroken), = run_distributed(1, _recorded_batches, train_argv(gpt2_data_prefix))
+    run_distributed(1, _run, train_argv(gpt2_data_prefix, "--train-iters", "10", "--save", saved))
+    ranks = run_distributed(2, _recorded_batches, train_argv(gpt2_data_prefix, "--load", saved, batch_size=4))
+    assert [len(seen) for _, seen in ranks] == [10, 10]
+    for i in range(10):
+        both = torch.cat([ranks[0][1][i], ranks[1][1][i]])
+        assert torch.equal(both, unbroken[10 + i]), f"iteration {11 + i} reads other samples"
+
+
+def _schedule_body(data_prefix, saved):
+    import mpu
+    changed = expect_error(train_argv(data_prefix, "--load", saved, "--lr", "2e-3"))
+    mpu.destroy_model_parallel()
+    override, _ = _recorded_batches(train_argv(data_prefix, "--load", saved, "--lr", "2e-3", "--override-lr-scheduler"))
+    mpu.destroy_model_parallel()
+    fresh_optimizer, _ = _recorded_batches(train_argv(data_prefix, "--load", saved, "--no-load-optim"))
+    return changed, override[11]["learning rate"], fresh_optimizer[11]["learning rate"]
+
+
+def test_the_learning_rate_schedule_on_resume(tmp_path, gpt2_data_prefix):
+    """Megatron's rule: a changed --lr is an error unless --override-lr-scheduler; --no-load-optim
+    continues the schedule at the resumed iteration (no second warmup)."""
+    from learning_rates import learning_rate
+    saved = str(tmp_path / "saved")
+    run_distributed(1, _run, train_argv(gpt2_data_prefix, "--save", saved, "--exit-interval", "10"))
+    changed, override, fresh_optimizer = run_distributed(1, _schedule_body, gpt2_data_prefix, saved)[0]
+    assert "the learning-rate schedule differs from the checkpoint's: --lr 0.002 (checkpoint: 0.001)" in changed
+    assert "--override-lr-scheduler" in changed
+    warmup = int(0.1 * ITERS)  # train_argv's --warmup 0.1
+    assert override == pytest.approx(learning_rate(11, 2e-3, 0.0, warmup, ITERS, "linear"), rel=1e-9)
+    assert fresh_optimizer == pytest.approx(learning_rate(11, 1e-3, 0.0, warmup, ITERS, "linear"), rel=1e-9)
