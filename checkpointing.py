@@ -8,6 +8,7 @@ draws. Reading checkpoints without an engine (converters, evaluation) is checkpo
 """
 
 import os
+import time
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -97,6 +98,7 @@ def load_checkpoint(engine, args):
 
 def save_checkpoint(engine, args, iteration, consumed_samples):
     """Every rank writes its random-number states into the tag folder, then the engine its states."""
+    started = time.time()
     tag = f"global_step{iteration}"
     folder = os.path.join(args.save, tag)
     os.makedirs(folder, exist_ok=True)
@@ -105,4 +107,4 @@ def save_checkpoint(engine, args, iteration, consumed_samples):
                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list,
                                                                                    tuple, type(None)))}}
     engine.save_checkpoint(args.save, tag=tag, client_state=client_state)
-    print_rank_0(f"saved checkpoint at iteration {iteration} to {args.save}")
+    print_rank_0(f"saved checkpoint at iteration {iteration} to {args.save} ({time.time() - started:.1f} s)")

@@ -99,7 +99,13 @@ def evaluate(steps, data_iterator, engine, args, iterations):
     return _average_over_data_parallel(totals)
 
 
-def _report_evaluation(label, values, iteration, writer):
+def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer):
+    """Evaluate on the first --eval-iters batches of `dataset` (the same batches every time) and print
+    one line, with the time it took (kept out of the training time per iteration)."""
+    if dataset is None or args.eval_iters <= 0:
+        return
+    started = time.time()
+    values = evaluate(steps, batches(dataset, args, steps.get_batch), engine, args, args.eval_iters)
     parts = []
     for name, value in values.items():
         parts.append(f"{name} value: {value:.6E}")
@@ -107,8 +113,8 @@ def _report_evaluation(label, values, iteration, writer):
             parts.append(f"lm loss PPL: {math.exp(min(20.0, value)):.6E}")
         if writer:
             writer.add_scalar(f"{label}/{name}", value, iteration)
-    line = f" {label} loss at {'iteration ' + str(iteration) if label == 'validation' else 'the end'} | " \
-           + " | ".join(parts) + " |"
+    line = (f" {label} loss at {'iteration ' + str(iteration) if label == 'validation' else 'the end'} | "
+            + " | ".join(parts) + f" | time (ms): {(time.time() - started) * 1000:.1f} |")
     print_rank_0("-" * len(line) + "\n" + line + "\n" + "-" * len(line))
 
 
@@ -302,15 +308,12 @@ def _pretrain(args, datasets_provider, model_provider, steps):
     writer = _tensorboard(args)
     if args.skip_train:
         history, stopped = {}, False
-        if valid_data is not None and args.eval_iters > 0:
-            _report_evaluation("validation", evaluate(steps, batches(valid_data, args, steps.get_batch), engine,
-                                                      args, args.eval_iters), iteration, writer)
+        _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
     else:
         history, stopped = _train(args, engine, steps, train_data, valid_data, iteration, consumed, global_batch,
                                   parameters, writer)
-    if not stopped and test_data is not None and args.eval_iters > 0:
-        _report_evaluation("test", evaluate(steps, batches(test_data, args, steps.get_batch), engine, args,
-                                            args.eval_iters), max(history, default=iteration), writer)
+    if not stopped:
+        _evaluate_and_report("test", test_data, steps, engine, args, max(history, default=iteration), writer)
     if writer:
         writer.close()
     return history
@@ -334,10 +337,8 @@ def _train(args, engine, steps, train_data, valid_data, iteration, consumed, glo
         if iteration % args.log_interval == 0:
             _log_iteration(args, engine, iteration, consumed, window, norm, global_batch, flops_per_token, writer)
             window = _LogWindow()
-        if valid_data is not None and args.eval_iters > 0 and iteration % args.eval_interval == 0:
-            # a fresh iterator: every evaluation scores the same validation batches
-            _report_evaluation("validation", evaluate(steps, batches(valid_data, args, steps.get_batch), engine,
-                                                      args, args.eval_iters), iteration, writer)
+        if iteration % args.eval_interval == 0:
+            _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
         stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
         if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
             save_checkpoint(engine, args, iteration, consumed)
