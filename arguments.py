@@ -78,6 +78,9 @@ def add_training_args(parser):
     group.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
     group.add_argument("--skip-train", "--eval-only", action="store_true",
                        help="train nothing: load --load, evaluate on the validation and test data, and exit")
+    group.add_argument("--max-skipped-steps", type=int, default=10,
+                       help="stop when this many iterations in a row skip their step for a non-finite loss or "
+                            "gradient norm (0: never)")
     group.add_argument("--exit-interval", type=int, default=None,
                        help="save a checkpoint and exit cleanly when the iteration is a multiple of this")
     group.add_argument("--tensorboard-dir", default=None, help="write the logged scalars here (tensorboardX)")
@@ -115,6 +118,12 @@ def add_checkpointing_args(parser):
                        help="load only the model weights and start at iteration 0 (new optimizer, RNG, data)")
     group.add_argument("--no-load-optim", action="store_true", help="do not load optimizer and scheduler states")
     group.add_argument("--no-load-rng", action="store_true", help="do not load RNG states")
+    group.add_argument("--load-tag", default=None,
+                       help="resume from this tag folder of --load (default: the one 'latest' names, or the newest "
+                            "complete one before it)")
+    group.add_argument("--ckpt-step", type=int, default=None, help="resume from tag global_step<N> of --load")
+    group.add_argument("--keep-last-n-checkpoints", type=int, default=None,
+                       help="after each save, delete older committed checkpoints beyond the newest N")
     return parser
 
 
@@ -354,6 +363,12 @@ def check_args(args):
             problems.append(f"{flag} must be at least 1, got {value}")
     if not 0 <= args.warmup <= 1:
         problems.append(f"--warmup {args.warmup} is a fraction of --lr-decay-iters, between 0 and 1")
+    if args.load_tag and args.ckpt_step is not None:
+        problems.append("--load-tag and --ckpt-step both pick a checkpoint: give one")
+    if (args.load_tag or args.ckpt_step is not None) and not args.load:
+        problems.append("--load-tag and --ckpt-step pick a checkpoint of --load DIR: give --load")
+    if args.keep_last_n_checkpoints is not None and args.keep_last_n_checkpoints < 1:
+        problems.append(f"--keep-last-n-checkpoints {args.keep_last_n_checkpoints}: keep at least 1")
     if args.save_interval is not None and not args.save:
         problems.append("--save-interval needs --save DIR")
     if args.data_path and "train_data" in args.explicit:

@@ -14,7 +14,7 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from arguments import make_tokenizer_from_args
-from checkpoint_files import read_shard
+from checkpointing import read_shard
 from model import GPT2Model
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
 

@@ -6,6 +6,7 @@ the loop with gradient accumulation, evaluation, logging (stdout and tensorboard
 resumption and clean exits.
 """
 
+import functools
 import math
 import os
 import signal
@@ -234,39 +235,43 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     engine, _, _, _ = deepspeed.initialize(  # a PipelineModule brings its own grid (the same groups as mpu's)
         model=model, model_parameters=param_groups(model), config=ds_config, mpu=None if pipelined else mpu,
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
-    if pipelined:
-        _clip_fp32_over_stages(engine)
+    if engine.zero_optimization_stage() == 0 and not (args.bf16 or args.fp16):
+        _guard_fp32_steps(engine)
     return engine, tokenizer, datasets, global_batch
 
 
-def _clip_fp32_over_stages(engine):
-    """DeepSpeed's own fp32 clipping (no ZeRO, no bf16/fp16) takes the norm of a pipeline stage's
-    replicated parameters on the first stage only and counts a tied weight twice; clip by mpu's norm
-    over all stages instead (and keep it for the log)."""
-    def clip():
-        engine._global_grad_norm = mpu.clip_grad_norm(engine.module.parameters(), engine.gradient_clipping())
-    engine.clip_fp32_gradients = clip
+def _guard_fp32_steps(engine):
+    """Without ZeRO, bf16 or fp16, DeepSpeed steps the torch optimizer itself: its clipping keeps no
+    norm and, over pipeline stages, takes the wrong one (a stage's replicated parameters on the first
+    stage only, a tied weight twice), and a non-finite gradient would be applied. Clip by mpu's norm
+    over all groups instead (kept for the log) and skip a step whose norm is not finite, as DeepSpeed's
+    own optimizers do on the other paths (it counts the skip and leaves the schedule where it was)."""
+    optimizer, apply_step = engine.optimizer, engine.optimizer.step
+
+    @functools.wraps(apply_step)  # keeps the marks the learning-rate scheduler put on the step it counts
+    def guarded_step(closure=None):
+        parameters, clip = engine.module.parameters(), engine.gradient_clipping()
+        norm = mpu.clip_grad_norm(parameters, clip) if clip > 0 else mpu.grad_norm(parameters)
+        engine._global_grad_norm, optimizer.overflow = norm, not math.isfinite(norm)
+        return None if optimizer.overflow else apply_step(closure)
+    engine.clip_fp32_gradients = lambda: None
+    optimizer.step = guarded_step
 
 
 def _train_step(steps, train_iterator, engine, args):
     """One iteration (--gradient-accumulation-steps micro-batches and an optimizer step): (this rank's
     logged values, grad norm or None)."""
     if args.pipe_parallel_size > 1:  # the engine runs the micro-batches through the stages
-        values, norm = {"lm loss": engine.train_batch(train_iterator).item()}, None
+        values = {"lm loss": engine.train_batch(train_iterator).item()}
     else:
-        values, norm, accumulation = {}, None, args.gradient_accumulation_steps
+        values, accumulation = {}, args.gradient_accumulation_steps
         for batch, loss_tokens in micro_batches(steps.get_batch, train_iterator, args, accumulation):
             loss, step_values = steps.forward_step(batch, engine, args, loss_tokens)
             engine.backward(loss)
-            if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0 \
-                    and not (args.bf16 or args.fp16):
-                norm = mpu.grad_norm(engine.module.parameters())  # DeepSpeed does not keep it on this path
             engine.step()
             for name, value in step_values.items():
                 values[name] = values.get(name, 0.0) + float(value) / accumulation
-    if engine.get_global_grad_norm() is not None:
-        norm = engine.get_global_grad_norm()
-    return values, norm
+    return values, engine.get_global_grad_norm()
 
 
 class _LogWindow:
@@ -293,6 +298,13 @@ def _nothing_to_train(args, iteration, tag):
                       "--save/--load at another folder to start a new run, or add --skip-train to only evaluate it")
 
 
+def _too_many_skips(args, skipped, iteration, last_saved):
+    return UsageError(f"{skipped} iterations in a row (up to {iteration}) had a non-finite loss or gradient norm "
+                      f"and were skipped (--max-skipped-steps {args.max_skipped_steps}); stopping without saving, "
+                      f"the last checkpoint ({last_saved or 'none'}) is as it was: lower --lr, look at the data of "
+                      "these iterations, or resume from the checkpoint")
+
+
 def _pretrain(args, datasets_provider, model_provider, steps):
     engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
         args, datasets_provider, model_provider, has_pipeline_form=steps.has_pipeline_form)
@@ -310,8 +322,8 @@ def _pretrain(args, datasets_provider, model_provider, steps):
         history, stopped = {}, False
         _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
     else:
-        history, stopped = _train(args, engine, steps, train_data, valid_data, iteration, consumed, global_batch,
-                                  parameters, writer)
+        history, stopped = _train(args, engine, steps, (train_data, valid_data), (iteration, consumed, tag),
+                                  global_batch, parameters, writer)
     if not stopped:
         _evaluate_and_report("test", test_data, steps, engine, args, max(history, default=iteration), writer)
     if writer:
@@ -319,17 +331,25 @@ def _pretrain(args, datasets_provider, model_provider, steps):
     return history
 
 
-def _train(args, engine, steps, train_data, valid_data, iteration, consumed, global_batch, parameters, writer):
-    """The loop from `iteration` to --train-iters; returns (history, whether it stopped early at
-    --exit-interval or SIGTERM, after saving)."""
+def _train(args, engine, steps, data, start, global_batch, parameters, writer):
+    """The loop from the resumed (iteration, consumed samples, tag) to --train-iters; returns (history,
+    whether it stopped early at --exit-interval or SIGTERM, after saving)."""
+    (train_data, valid_data), (iteration, consumed, resumed_tag) = data, start
     train_iterator = batches(train_data, args, steps.get_batch, consumed if args.resume_dataloader else 0)
     stop = _StopSignal()
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
-    history, window, last_saved = {}, _LogWindow(), None
+    history, window, last_saved, skipped_in_a_row = {}, _LogWindow(), resumed_tag, 0
+
+    def save():
+        save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,))
+        return f"global_step{iteration}"
     while iteration < args.train_iters:
-        started = time.time()
+        started, skipped_before = time.time(), engine.skipped_steps
         values, norm = _train_step(steps, train_iterator, engine, args)
         iteration += 1
+        skipped_in_a_row = skipped_in_a_row + 1 if engine.skipped_steps > skipped_before else 0
+        if args.max_skipped_steps and skipped_in_a_row >= args.max_skipped_steps:
+            raise _too_many_skips(args, skipped_in_a_row, iteration, last_saved)
         consumed += global_batch
         values = _average_over_data_parallel(values)
         history[iteration] = {**values, "learning rate": engine.get_lr()[0]}
@@ -341,13 +361,12 @@ def _train(args, engine, steps, train_data, valid_data, iteration, consumed, glo
             _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
         stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
         if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
-            save_checkpoint(engine, args, iteration, consumed)
-            last_saved = iteration
+            last_saved = save()
         if stopping:
             print_rank_0(f"exiting at iteration {iteration} ({'--exit-interval' if not stop.received else 'SIGTERM'})")
             return history, True
-    if args.save and last_saved != iteration:
-        save_checkpoint(engine, args, iteration, consumed)
+    if args.save and last_saved != f"global_step{iteration}":
+        save()
     return history, False
 
 
@@ -367,7 +386,7 @@ def _log_iteration(args, engine, iteration, consumed, window, norm, global_batch
             + "".join(f"{name}: {value:.6E} | " for name, value in means.items())
             + f"loss scale: {loss_scale:.1f} | "
             + (f"grad norm: {float(norm):.3f} | " if norm is not None else "")
-            + (f"number of skipped iterations: {engine.skipped_steps} | " if args.fp16 else "")
+            + (f"number of skipped iterations: {engine.skipped_steps} | " if args.fp16 or engine.skipped_steps else "")
             + f"tokens per second: {tokens_per_second:.1f} | TFLOP/s per device: {tflops:.3f} |")
     print_rank_0(line)
     if writer:

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import saved_tokenizer  # noqa: E402
-from checkpoint_files import read_checkpoint, write_checkpoint  # noqa: E402
+from checkpointing import read_checkpoint, write_checkpoint  # noqa: E402
 from data_utils.hf_tokenizer import save_for_transformers  # noqa: E402
 from data_utils.tokenization import padded_vocab_size  # noqa: E402
 from model.bert_conversion import bert_from_hf, fill_missing_heads, hf_from_bert  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mpu
-from checkpoint_files import read_checkpoint
+from checkpointing import read_checkpoint
 from distributed import assert_rel_close, run_distributed
 from gpt2_runs import train, train_argv
 from model import GPT2Model

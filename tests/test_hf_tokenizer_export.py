@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from arguments import saved_tokenizer
-from checkpoint_files import read_checkpoint
+from checkpointing import read_checkpoint
 from data_utils.hf_tokenizer import save_for_transformers
 from data_utils.tokenization import make_tokenizer
 from distributed import run_distributed

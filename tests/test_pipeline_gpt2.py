@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from checkpoint_files import read_checkpoint
+from checkpointing import read_checkpoint
 from distributed import assert_rel_close, run_distributed
 from gpt2_runs import expect_error, train, train_argv
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from checkpoint_files import read_checkpoint
+from checkpointing import read_checkpoint
 from distributed import run_distributed
 from gpt2_runs import ITERS, expect_error, train_argv
 

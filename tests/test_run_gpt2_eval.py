@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mpu
-from checkpoint_files import write_checkpoint
+from checkpointing import write_checkpoint
 from data_utils.tokenization import make_tokenizer
 from distributed import run_distributed
 from gpt2_runs import train, train_argv

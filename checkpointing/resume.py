@@ -4,19 +4,23 @@ A tag folder holds what engine.save_checkpoint writes (model, optimizer and sche
 iteration, consumed samples and flags as client state) and one file of random-number states per rank,
 `rng_state_tpTT_ppPP_dpDDD.pt`: every rank draws dropout from streams of its own (pipeline stages and
 tensor ranks differ), so each rank restores its own and a resumed run draws the masks an unbroken run
-draws. Reading checkpoints without an engine (converters, evaluation) is checkpoint_files.py's.
+draws. A save is committed (manifest, then `latest`) only when every rank has written; a resume picks
+the newest complete tag (tags.py).
 """
 
 import os
 import time
 
 import torch
+import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 import mpu
-from checkpoint_files import checkpoint_layout, latest_tag
 from initialize import UsageError, print_rank_0, rng_state, set_rng_state
 from learning_rates import continue_schedule, settings_from_checkpoint
+
+from . import tags
+from .files import checkpoint_layout
 
 DATA_FLAGS = {"data_path": "--data-path", "train_data": "--train-data"}
 
@@ -27,16 +31,33 @@ def _rng_file(folder):
                                 f"dp{mpu.get_data_parallel_rank():03d}.pt")
 
 
-def _checkpoint_layout(load_dir):
-    """(tag, (tensor-parallel size, pipeline stages)) of the latest checkpoint in load_dir, or None if
-    there is none."""
-    if not os.path.isfile(os.path.join(load_dir, "latest")):
+def _tag_to_load(args):
+    """The complete tag to resume from: --load-tag/--ckpt-step, else the one `latest` names, else the
+    newest complete one before it (saying why); None when the directory holds no committed checkpoint."""
+    data_parallel = mpu.get_data_parallel_world_size()
+    asked = args.load_tag or (None if args.ckpt_step is None else f"global_step{args.ckpt_step}")
+    if asked:
+        problem = tags.verify(args.load, asked, data_parallel)
+        if problem:
+            raise UsageError(f"--load {args.load}: checkpoint {asked} cannot be loaded: {problem}")
+        return asked
+    latest = tags.read_latest(args.load) if os.path.isdir(args.load) else None
+    if latest is None:
         return None
-    tag = latest_tag(load_dir)
-    folder = os.path.join(load_dir, tag)
-    if not os.path.isdir(folder):
-        raise UsageError(f"--load {load_dir}: 'latest' names {tag!r} but {folder} does not exist")
-    return tag, checkpoint_layout(folder)
+    newest = tags.step_of(latest)
+    candidates = [latest] + [t for t in tags.tags_newest_first(args.load) if t != latest and (
+        newest is None or (tags.step_of(t) is not None and tags.step_of(t) < newest))]
+    passed_over = []
+    for tag in candidates:
+        problem = tags.verify(args.load, tag, data_parallel)
+        if problem is None:
+            if passed_over:
+                print_rank_0(f"warning: --load {args.load}: {passed_over[0]}; resuming from {tag}, the newest "
+                             "complete checkpoint")
+            return tag
+        passed_over.append(f"checkpoint {tag} is incomplete ({problem})")
+    raise UsageError(f"--load {args.load}: no complete checkpoint: {'; '.join(passed_over)}. Pick one with "
+                     "--load-tag, or start afresh in another --save folder")
 
 
 def _restore_rng(folder, client):
@@ -59,11 +80,11 @@ def _warn_about_other_data(args, saved_args):
 
 def load_checkpoint(engine, args):
     """Resume from args.load; returns (iteration, consumed samples, tag or None)."""
-    layout = _checkpoint_layout(args.load)
-    if layout is None:
+    tag = _tag_to_load(args)
+    if tag is None:
         print_rank_0(f"warning: no checkpoint in --load {args.load} (no 'latest' file); training from scratch")
         return 0, 0, None
-    tag, saved = layout
+    saved = checkpoint_layout(os.path.join(args.load, tag))
     if saved != (args.model_parallel_size, args.pipe_parallel_size):
         flags = f"--model-parallel-size {saved[0]} --pipe-parallel-size {saved[1]}"
         raise UsageError(f"--load {args.load}: checkpoint {tag} was saved with {flags} but this run uses "
@@ -96,15 +117,28 @@ def load_checkpoint(engine, args):
     return iteration, client.get("consumed_samples", 0), tag
 
 
-def save_checkpoint(engine, args, iteration, consumed_samples):
-    """Every rank writes its random-number states into the tag folder, then the engine its states."""
+def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
+    """Every rank writes its random-number states and the engine's states into the tag folder; once all
+    have, rank 0 commits the tag (manifest, then `latest`) and, with --keep-last-n-checkpoints, deletes
+    older committed tags (never one in `protected`, such as the tag this run resumed from)."""
     started = time.time()
     tag = f"global_step{iteration}"
     folder = os.path.join(args.save, tag)
     os.makedirs(folder, exist_ok=True)
-    torch.save(rng_state(), _rng_file(folder))
+    rng_file = _rng_file(folder)
+    torch.save(rng_state(), rng_file + ".tmp")
+    os.replace(rng_file + ".tmp", rng_file)
     client_state = {"iteration": iteration, "consumed_samples": consumed_samples,
                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list,
                                                                                    tuple, type(None)))}}
-    engine.save_checkpoint(args.save, tag=tag, client_state=client_state)
+    engine.save_checkpoint(args.save, tag=tag, client_state=client_state, save_latest=False)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        tags.commit(args.save, tag, iteration, {
+            "tensor_parallel": mpu.get_model_parallel_world_size(),
+            "pipeline_parallel": mpu.get_pipeline_model_parallel_world_size(),
+            "data_parallel": mpu.get_data_parallel_world_size(), "zero_stage": engine.zero_optimization_stage()})
+        if args.keep_last_n_checkpoints:
+            tags.prune(args.save, args.keep_last_n_checkpoints, {tag, *protected})
+    dist.barrier()
     print_rank_0(f"saved checkpoint at iteration {iteration} to {args.save} ({time.time() - started:.1f} s)")

@@ -16,6 +16,8 @@ import torch
 from model.gpt2_pipeline import gpt2_state_from_layers
 from model.tensor_parallel_state import merge_states, split_state
 
+from .tags import commit
+
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 
 
@@ -93,13 +95,15 @@ def read_shard(directory, rank, world_size, tag=None):
 
 
 def write_checkpoint(directory, shards, args, tag="global_step0"):
-    """One model-states file per tensor-parallel shard, loadable with --load (and --finetune)."""
+    """One model-states file per tensor-parallel shard, loadable with --load (and --finetune), committed
+    as training commits (tags.py): a crash leaves no `latest` naming a half-written tag."""
     folder = os.path.join(directory, tag)
     os.makedirs(folder, exist_ok=True)
     for rank, shard in enumerate(shards):
+        path = os.path.join(folder, f"mp_rank_{rank:02d}_model_states.pt")
         torch.save({"module": shard, "dp_world_size": 1, "mp_world_size": len(shards), "global_steps": 0,
                     "skipped_steps": 0, "iteration": 0, "consumed_samples": 0,
-                    "args": {**args, "model_parallel_size": len(shards)}},
-                   os.path.join(folder, f"mp_rank_{rank:02d}_model_states.pt"))
-    with open(os.path.join(directory, "latest"), "w") as f:
-        f.write(tag)
+                    "args": {**args, "model_parallel_size": len(shards)}}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    commit(directory, tag, 0, {"tensor_parallel": len(shards), "pipeline_parallel": 1, "data_parallel": 1,
+                               "zero_stage": 0})
