@@ -1,8 +1,21 @@
-"""Distributed start-up and the random streams, shared by training, evaluation and generation."""
+"""Distributed start-up and the random streams, shared by training, evaluation and generation.
 
+Start-up never waits silently. On the CPU, deepspeed.init_distributed just-in-time builds (or, in a
+new process, re-checks with ninja) DeepSpeed's shared-memory op under torch's extension folder,
+behind a `lock` file that torch creates and removes; a process killed in that window leaves the
+lock, and every later launch would wait on it forever. The extension folder is kept per Python
+environment (TORCH_EXTENSIONS_DIR, unless set), and while start-up runs a watchdog clears a lock that
+no living process holds (none works in its folder) and, after a minute, says what start-up waits for.
+"""
+
+import contextlib
+import glob
 import os
 import random
 import socket
+import sys
+import threading
+import time
 
 import deepspeed
 import numpy as np
@@ -31,8 +44,75 @@ def _free_port():
         return s.getsockname()[1]
 
 
+STALE_LOCK_S = 10  # holding the lock without building (ninja's check) takes about a second
+REPORT_AFTER_S = 60
+
+
+def _extension_root():
+    in_virtual_environment = sys.prefix != sys.base_prefix
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and in_virtual_environment and os.access(sys.prefix, os.W_OK):
+        os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(sys.prefix, "torch_extensions")
+    from torch.utils.cpp_extension import get_default_build_root
+    return os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+
+
+def _folders_in_use():
+    """The working folders of the processes on this machine (a build runs ninja and the compiler there)."""
+    folders = set()
+    for cwd in glob.glob("/proc/[0-9]*/cwd"):
+        try:
+            folders.add(os.path.realpath(cwd))
+        except OSError:
+            continue
+    return folders
+
+
+class _StartupWatchdog(threading.Thread):
+    """Clears stale extension locks and reports a long wait (see the module docstring)."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root, self.done, self.started = root, threading.Event(), time.time()
+
+    def _locks(self):
+        return [(lock, time.time() - os.path.getmtime(lock)) for lock in glob.glob(os.path.join(self.root, "*", "*", "lock"))
+                if os.path.exists(lock)]
+
+    def run(self):
+        reported = False
+        while not self.done.wait(2):
+            locks = self._locks()
+            stale = [(lock, age) for lock, age in locks if age > STALE_LOCK_S]
+            in_use = _folders_in_use() if stale else set()
+            for lock, age in stale:
+                if os.path.realpath(os.path.dirname(lock)) not in in_use:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(lock)
+                        print(f"warning: removed {lock}, {age:.0f} s old and held by no living process (a process "
+                              "killed while building or loading a DeepSpeed op leaves it; start-up would wait on it "
+                              "forever)", file=sys.stderr, flush=True)
+            waited = time.time() - self.started
+            if waited > REPORT_AFTER_S and not reported:
+                reported = True
+                what = ", ".join(f"the lock {lock} ({age:.0f} s old; a build holds it)" for lock, age in locks) or (
+                    f"the other ranks at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} (world size "
+                    f"{os.environ.get('WORLD_SIZE')}): check that every rank was launched and can reach that address")
+                print(f"rank {os.environ.get('RANK', '0')}: start-up has waited {waited:.0f} s for {what}",
+                      file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def startup_watchdog():
+    watchdog = _StartupWatchdog(_extension_root())
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.done.set()
+
+
 def initialize_distributed(args):
-    """torch.distributed through DeepSpeed, then the model-parallel groups.
+    """torch.distributed through DeepSpeed, then the model-parallel groups, under the start-up watchdog.
 
     A plain `python pretrain_gpt2.py` is one rank: the variables a launcher would set are set here, so
     DeepSpeed does not go looking for MPI.
@@ -47,11 +127,12 @@ def initialize_distributed(args):
     if accelerator.device_name() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE",
                                                                               os.environ["WORLD_SIZE"]))))
-    deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name())
-    try:
-        mpu.initialize_model_parallel(args.model_parallel_size, args.pipe_parallel_size)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    with startup_watchdog():
+        deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name())
+        try:
+            mpu.initialize_model_parallel(args.model_parallel_size, args.pipe_parallel_size)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
 
 
 def dropout_seed(seed):
