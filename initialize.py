@@ -75,8 +75,11 @@ class _StartupWatchdog(threading.Thread):
         self.root, self.done, self.started = root, threading.Event(), time.time()
 
     def _locks(self):
-        return [(lock, time.time() - os.path.getmtime(lock)) for lock in glob.glob(os.path.join(self.root, "*", "*", "lock"))
-                if os.path.exists(lock)]
+        locks = []  # {root}/{op}/lock under TORCH_EXTENSIONS_DIR, {root}/{python and device}/{op}/lock by default
+        for lock in glob.glob(os.path.join(self.root, "*", "lock")) + glob.glob(os.path.join(self.root, "*", "*", "lock")):
+            with contextlib.suppress(FileNotFoundError):
+                locks.append((lock, time.time() - os.path.getmtime(lock)))
+        return locks
 
     def run(self):
         reported = False
@@ -94,9 +97,12 @@ class _StartupWatchdog(threading.Thread):
             waited = time.time() - self.started
             if waited > REPORT_AFTER_S and not reported:
                 reported = True
-                what = ", ".join(f"the lock {lock} ({age:.0f} s old; a build holds it)" for lock, age in locks) or (
-                    f"the other ranks at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} (world size "
-                    f"{os.environ.get('WORLD_SIZE')}): check that every rank was launched and can reach that address")
+                builds = sorted(f for f in _folders_in_use() if f.startswith(os.path.realpath(self.root) + os.sep))
+                what = ", ".join(f"the lock {lock} ({age:.0f} s old)" for lock, age in locks) + "".join(
+                    f" (a build of a DeepSpeed op runs in {folder}: a first build takes minutes)" for folder in builds)
+                what = what or (f"the other ranks at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
+                                f"(world size {os.environ.get('WORLD_SIZE')}): check that every rank was launched and "
+                                "can reach that address")
                 print(f"rank {os.environ.get('RANK', '0')}: start-up has waited {waited:.0f} s for {what}",
                       file=sys.stderr, flush=True)
 
