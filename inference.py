@@ -13,10 +13,10 @@ import torch
 from deepspeed.accelerator import get_accelerator
 
 import mpu
-from arguments import make_tokenizer_from_args
 from checkpointing import read_shard
-from model import GPT2Model
+from data_utils.tokenization import make_tokenizer_from_args
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
+from model import GPT2Model
 
 SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "layernorm_epsilon")
 TOKENIZER_FLAGS = ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_path", "tokenizer_model_type",

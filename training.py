@@ -20,13 +20,13 @@ import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 
 import mpu
-from arguments import make_tokenizer_from_args
 from batches import batches, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import TokenIdError, check_dataset
 from data_utils.lazy_loader import LooseJsonDataset
+from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler

@@ -43,6 +43,11 @@ def _tag_to_load(args):
         return asked
     latest = tags.read_latest(args.load) if os.path.isdir(args.load) else None
     if latest is None:
+        if os.path.isdir(args.load) and os.listdir(args.load) and not any(
+                tags.step_of(t) is not None for t in os.listdir(args.load)):
+            raise UsageError(f"--load {args.load} is not a checkpoint directory (no 'latest' file, no global_step "
+                             "folders, but other files): point --load at a folder written by --save, or at an empty or "
+                             "new folder to start afresh")
         return None
     newest = tags.step_of(latest)
     candidates = [latest] + [t for t in tags.tags_newest_first(args.load) if t != latest and (
@@ -92,9 +97,18 @@ def load_checkpoint(engine, args):
                          f"{args.pipe_parallel_size}; resume with {flags}, or convert the checkpoint to the new "
                          "layout first (scripts/convert_checkpoint.py)")
     full = not args.finetune
-    path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
-                                          load_optimizer_states=full and not args.no_load_optim,
-                                          load_lr_scheduler_states=full and not args.no_load_optim)
+    try:
+        path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
+                                              load_optimizer_states=full and not args.no_load_optim,
+                                              load_lr_scheduler_states=full and not args.no_load_optim)
+    except RuntimeError as error:
+        if "size mismatch" not in str(error) and "Missing key" not in str(error):
+            raise
+        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line or "Missing" in line),
+                      str(error).splitlines()[0])
+        raise UsageError(f"--load {args.load}: checkpoint {tag} does not fit the model the flags describe ({detail}); "
+                         "give the shape it was trained with (--num-layers, --hidden-size, --num-attention-heads, "
+                         "--max-position-embeddings, tokenizer)") from None
     if path is None:
         raise UsageError(f"--load {args.load}: DeepSpeed could not load checkpoint {tag}")
     print_rank_0(f"loaded checkpoint {path}")
@@ -124,14 +138,19 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
     started = time.time()
     tag = f"global_step{iteration}"
     folder = os.path.join(args.save, tag)
-    os.makedirs(folder, exist_ok=True)
-    rng_file = _rng_file(folder)
-    torch.save(rng_state(), rng_file + ".tmp")
-    os.replace(rng_file + ".tmp", rng_file)
     client_state = {"iteration": iteration, "consumed_samples": consumed_samples,
                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list,
                                                                                    tuple, type(None)))}}
-    engine.save_checkpoint(args.save, tag=tag, client_state=client_state, save_latest=False)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        rng_file = _rng_file(folder)
+        torch.save(rng_state(), rng_file + ".tmp")
+        os.replace(rng_file + ".tmp", rng_file)
+        engine.save_checkpoint(args.save, tag=tag, client_state=client_state, save_latest=False)
+    except OSError as error:  # a full disk, a quota: this rank stops; the launcher stops the others
+        raise UsageError(f"--save {args.save}: writing checkpoint {tag} failed ({error}); the last complete "
+                         f"checkpoint ({tags.read_latest(args.save) or 'none'}) is as it was: free space, then "
+                         "resume from it with --load") from None
     dist.barrier()
     if dist.get_rank() == 0:
         tags.commit(args.save, tag, iteration, {

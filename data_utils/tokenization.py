@@ -268,3 +268,21 @@ def make_tokenizer(tokenizer_type, vocab_file=None, merge_file=None, tokenizer_m
     tokenizer.padded_vocab_size = padded_vocab_size(tokenizer.vocab_size, make_vocab_size_divisible_by,
                                                     model_parallel_size)
     return tokenizer
+
+
+def make_tokenizer_from_args(args, train_texts=None, model_parallel_size=1):
+    """The tokenizer the flags name. train_texts: an iterable of texts, used only to train a missing
+    SentencePiece model."""
+    tokenizer_type, model_type = args.tokenizer_type, args.tokenizer_model_type
+    if tokenizer_type == "BertWordPieceTokenizer":
+        cased = model_type is not None and model_type.endswith("-cased")
+        tokenizer_type, model_type = ("BertWordPieceCase" if cased else "BertWordPieceLowerCase"), None
+    pad, unk, bos, eos = args.spm_special_ids
+    sentencepiece = dict(vocab_size=args.vocab_size, model_type=model_type or "bpe",
+                         character_coverage=args.character_coverage, byte_fallback=args.byte_fallback,
+                         split_digits=args.split_digits, pad_id=pad, unk_id=unk, bos_id=bos, eos_id=eos)
+    return make_tokenizer(tokenizer_type, vocab_file=args.vocab_file, merge_file=args.merge_file,
+                          tokenizer_model=args.tokenizer_path, train_texts=train_texts,
+                          make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
+                          model_parallel_size=model_parallel_size,
+                          **(sentencepiece if tokenizer_type == "SentencePieceTokenizer" else {}))

@@ -5,11 +5,11 @@ weights must equal an unbroken run's, bit for bit.
     python scripts/fault_injection.py --kills 3       # what CI runs
 
 A 2-rank torchrun launch of pretrain_gpt2.py (tiny model, ZeRO-2, dropout on, a checkpoint every
-iteration) is killed, launcher and ranks, after a random delay: a third of the kills aim at
-start-up (before the first iteration), the rest anywhere. Each relaunch resumes with --load. A kill
-counts as during a save when it leaves a tag folder newer than `latest` without a manifest, and as
-during start-up when the launch had logged no iteration. When a run finishes before all kills are
-spent, its weights are compared and a new run starts. It prints one line:
+iteration) is killed, launcher and ranks, after a random delay: a third of the kills aim at start-up
+(before the first iteration), the rest at a random moment after the first iteration. Each relaunch
+resumes with --load. A kill counts as during a save when it leaves a tag folder newer than `latest`
+without a manifest, and as during start-up when the launch had logged no iteration. When a run
+finishes before all kills are spent, its weights are compared and a new run starts. It prints one line:
 
     trials N | kills N | kills during save N | kills during start-up N | resumed N | final weights equal: yes/no
 
@@ -84,6 +84,17 @@ def _kill_tree(process):
             psutil.Process(pid).wait(timeout=30)
 
 
+def _seconds_to_first_iteration(process, log_path):
+    """Seconds from now until the launch logs an iteration (or ends)."""
+    started = time.time()
+    while process.poll() is None and time.time() - started < LAUNCH_TIMEOUT_S:
+        with open(log_path) as f:
+            if re.search(r" iteration +\d+/", f.read()):
+                break
+        time.sleep(0.05)
+    return time.time() - started
+
+
 def _unfinished_save(save):
     """A tag folder newer than the one `latest` names, without a manifest: a save cut off."""
     if not os.path.isdir(save):
@@ -132,12 +143,16 @@ def _interrupted_run(data_prefix, reference, workdir, tally, kills_left, rng, st
     while read_latest(save) != f"global_step{ITERS}" if os.path.isdir(save) else True:
         log_path = os.path.join(workdir, f"run{tally.trials}-launch{launches}.log")
         process, log = _launch(data_prefix, save, workdir, log_path)
+        launched = time.time()
         tally.resumed += launches > 0
         launches += 1
         if tally.kills < kills_left:
-            delay = rng.uniform(0.5, startup_s) if rng.random() < 1 / 3 else rng.uniform(0.5, startup_s + run_s)
+            if rng.random() < 1 / 3:
+                delay = rng.uniform(0.5, startup_s)
+            else:  # from the first iteration on: steps and saves
+                delay = _seconds_to_first_iteration(process, log_path) + rng.uniform(0.0, run_s)
             try:
-                code = process.wait(timeout=delay)
+                code = process.wait(timeout=max(delay - (time.time() - launched), 0.01))
             except subprocess.TimeoutExpired:
                 _kill_tree(process)
                 log.close()

@@ -16,10 +16,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arguments import add_tokenizer_args, make_tokenizer_from_args  # noqa: E402
+from arguments import add_tokenizer_args  # noqa: E402
 from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
+from data_utils.tokenization import make_tokenizer_from_args  # noqa: E402
 
 
 class Encoder:
@@ -114,6 +115,10 @@ def main(argv=None):
     finally:
         if pool:
             pool.terminate()
+    if documents == 0:
+        for builder in builders.values():
+            builder.discard()
+        sys.exit(f"error: --input {args.input}: no documents (the file has no usable JSON lines); nothing was written")
     for builder in builders.values():
         builder.finalize()
     _progress(documents, total_bytes, started, final=True)

@@ -1,0 +1,188 @@
+"""A matrix of bad inputs: each stops with one clear line (what, where, what to do) and a non-zero
+exit, and leaves what was already written as it was (a checkpoint folder, a dataset, an output
+prefix)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_utils.indexed_dataset import IndexedDatasetBuilder
+from distributed import run_distributed
+from gpt2_runs import expect_error, train, train_argv
+
+pytestmark = pytest.mark.slow  # runs the entry scripts: left out of `pytest -m "not slow"`
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _snapshot(folder):
+    """Every file below `folder` with its size and modification time."""
+    return {os.path.join(root, name): (os.path.getsize(os.path.join(root, name)),
+                                       os.path.getmtime(os.path.join(root, name)))
+            for root, _, names in os.walk(folder) for name in names}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, gpt2_data_prefix):
+    """A finished 2-iteration checkpoint (tiny model, hidden 64) and a copy of the data to spoil."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    saved = str(root / "saved")
+    run_distributed(1, train, train_argv(gpt2_data_prefix, "--train-iters", "2", "--save", saved))
+    return root, saved
+
+
+def _bad(root, name, text):
+    path = root / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _spoilt_data(root, gpt2_data_prefix, name, spoil):
+    prefix = str(root / name)
+    for suffix in (".bin", ".idx"):
+        shutil.copy(gpt2_data_prefix + suffix, prefix + suffix)
+    spoil(prefix)
+    return prefix
+
+
+def _truncate(path, keep):
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+def _idx_version(prefix):
+    with open(prefix + ".idx", "r+b") as f:
+        f.seek(9)
+        f.write((7).to_bytes(8, "little"))
+
+
+def _large_ids(prefix):
+    for suffix in (".bin", ".idx"):
+        os.remove(prefix + suffix)
+    builder = IndexedDatasetBuilder(prefix, np.int32)
+    for _ in range(40):
+        builder.add_document([np.arange(50200, 50300, dtype=np.int32)])
+    builder.finalize()
+
+
+def _training_cases(root, saved, data):
+    """{case: (argv, the line's expected fragment)} for pretrain_gpt2 on one rank."""
+    return {
+        "fp16 on CPU": (["--fp16"], "--fp16: DeepSpeed does not support fp16 on the CPU accelerator"),
+        "batch does not divide": (["--batch-size", "4", "--deepspeed_config", _bad(root, "batch.json",
+                                  '{"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4}')],
+                                  "train_batch_size 10 is not divisible by micro batch 4"),
+        "ds_config not JSON": (["--deepspeed_config", _bad(root, "broken.json", '{"train_batch_size": ')],
+                               "broken.json"),
+        "ds_config misspelt key": (["--deepspeed_config", _bad(root, "misspelt.json", json.dumps(
+            {"zero_optimization": {"stage": 1, "reduce_bucket_sizee": 500}}))], "reduce_bucket_size"),
+        "heads do not divide over TP": (["--num-attention-heads", "2", "--model-parallel-size", "4"],
+                                        "--num-attention-heads 2 is not divisible by --model-parallel-size 4"),
+        "layers do not divide over PP": (["--num-layers", "3", "--pipe-parallel-size", "2"],
+                                         "--num-layers 3 does not split over --pipe-parallel-size 2"),
+        "missing vocab file": (["--vocab-file", str(root / "nowhere.json"), "--merge-file", str(root / "x.txt")],
+                               "nowhere.json is not a file"),
+        "corrupt merges file": (["--vocab-file", _bad(root, "vocab.json", '{"a": 0}'),
+                                 "--merge-file", _bad(root, "merges.txt", "#version: 0.2\nq q q\n")],
+                                "do not form one GPT-2 BPE vocabulary"),
+        "corrupt SentencePiece model": (["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-path",
+                                         _bad(root, "broken.model", "not a model")], "broken.model"),
+        "truncated .bin": (["--data-path", _spoilt_data(root, data, "truncated", lambda p: _truncate(p + ".bin", 1000))],
+                           "truncated.bin"),
+        ".idx of another version": (["--data-path", _spoilt_data(root, data, "version", _idx_version)],
+                                    "index version 7"),
+        "token id beyond the vocabulary": (["--data-path", _spoilt_data(root, data, "large", _large_ids)],
+                                           "is outside the vocabulary [0, 50257)"),
+        "missing data": (["--data-path", str(root / "absent_text_document")], "absent_text_document"),
+        "--load of a folder that is not a checkpoint": (["--load", str(root)], "is not a checkpoint directory"),
+        "checkpoint of another shape": (["--load", saved, "--hidden-size", "128", "--train-iters", "4"],
+                                        "does not fit the model the flags describe"),
+        "finished checkpoint": (["--load", saved, "--train-iters", "2"], "nothing to train"),
+    }
+
+
+def _training_body(root, saved, data):
+    messages = {}
+    for case, (extra, _) in _training_cases(root, saved, data).items():
+        try:
+            messages[case] = expect_error(train_argv(data, "--save", saved, *extra))
+        except BaseException as error:  # noqa: B036  (a case that does not stop cleanly is reported with the rest)
+            messages[case] = f"did not stop with one error line: {str(error)[-1500:]}"
+    return messages
+
+
+def test_bad_training_inputs_are_one_line_each(world, gpt2_data_prefix):
+    root, saved = world
+    before = _snapshot(saved)
+    messages = run_distributed(1, _training_body, root, saved, gpt2_data_prefix)[0]
+    wrong = {case: messages[case] for case, (_, fragment) in _training_cases(root, saved, gpt2_data_prefix).items()
+             if fragment not in messages[case]}
+    assert not wrong, "\n\n".join(f"{case}: {message}" for case, message in wrong.items())
+    assert _snapshot(saved) == before, "the checkpoint folder must be as it was"
+
+
+def _two_rank_body(saved, data):
+    return (expect_error(train_argv(data, "--model-parallel-size", "4", "--num-attention-heads", "4")),
+            expect_error(train_argv(data, "--model-parallel-size", "2", "--load", saved, "--save", saved)))
+
+
+def test_layouts_that_do_not_fit_the_world_or_the_checkpoint(world, gpt2_data_prefix):
+    _, saved = world
+    before = _snapshot(saved)
+    world_size, layout = run_distributed(2, _two_rank_body, saved, gpt2_data_prefix)[0]
+    assert "world size 2 is not divisible by --model-parallel-size 4" in world_size
+    assert "was saved with --model-parallel-size 1 --pipe-parallel-size 1 but this run uses" in layout
+    assert _snapshot(saved) == before
+
+
+def _full_disk_body(data, save):
+    """torch.save fails as on a full disk while the checkpoint of iteration 4 is written."""
+    import errno
+
+    import torch
+    original = torch.save
+
+    def failing(obj, path, *args, **kwargs):
+        if "global_step4" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(obj, path, *args, **kwargs)
+    torch.save = failing
+    try:
+        return expect_error(train_argv(data, "--train-iters", "4", "--save", save, "--save-interval", "2"))
+    finally:
+        torch.save = original
+
+
+def test_a_disk_that_fills_during_a_save(tmp_path, gpt2_data_prefix):
+    save = str(tmp_path / "ckpt")
+    message = run_distributed(1, _full_disk_body, gpt2_data_prefix, save)[0]
+    assert "No space left on device" in message and "global_step2" in message, message
+    with open(os.path.join(save, "latest")) as f:
+        assert f.read() == "global_step2", "the last complete checkpoint stays the one to resume from"
+
+
+def _preprocess(*flags):
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "preprocess_data.py"), *flags],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("case", ["malformed line", "missing key", "empty corpus"])
+def test_bad_corpora_stop_preprocessing(case, tmp_path):
+    lines = {"malformed line": ['{"text": "one"}', '{"text": "two"}', '{"text": "unterminated'],
+             "missing key": ['{"body": "one"}'], "empty corpus": []}[case]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    existing = tmp_path / "out_text_document.bin"
+    existing.write_bytes(b"from an earlier run")
+    result = _preprocess("--input", str(corpus), "--output-prefix", str(tmp_path / "out"), "--workers", "1")
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode != 0 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    expected = {"malformed line": "c.jsonl:3: not valid JSON", "missing key": "c.jsonl:1: no 'text' key",
+                "empty corpus": "c.jsonl"}[case]
+    assert expected in errors[0], errors[0]
+    assert existing.read_bytes() == b"from an earlier run", "an earlier output is not clobbered"
