@@ -158,14 +158,19 @@ def set_random_seed(seed):
 
 
 def rng_state():
-    """Every random stream of this rank, to save with a checkpoint."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "device": get_accelerator().get_rng_state(), "tracker": mpu.get_cuda_rng_tracker().get_states()}
+    """Every random stream of this rank, to save with a checkpoint: tensors and plain values only, so it
+    loads with torch.load(weights_only=True)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss,
+                                                   cached_gaussian),
+            "torch": torch.get_rng_state(), "device": get_accelerator().get_rng_state(),
+            "tracker": mpu.get_cuda_rng_tracker().get_states()}
 
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     get_accelerator().set_rng_state(state["device"])
     mpu.get_cuda_rng_tracker().set_states(state["tracker"])

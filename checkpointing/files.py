@@ -8,7 +8,9 @@ mp_rank file per (stage, tensor rank) without the module, and the weights in
 DIR/TAG/layer_II-model_XX-model_states.pt, one per pipeline layer and tensor-parallel rank.
 """
 
+import argparse
 import os
+import pickle
 import re
 
 import torch
@@ -19,6 +21,17 @@ from model.tensor_parallel_state import merge_states, split_state
 from .tags import commit
 
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
+
+
+def load_plain(path):
+    """A torch file of tensors and plain values (torch.load with weights_only=True: nothing in it can run
+    code), Megatron-LM's argparse.Namespace of flags allowed."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(f"{path}: holds objects other than tensors and plain values, which are not loaded "
+                             f"here ({str(error).splitlines()[-1][:200]})") from None
 
 
 def latest_tag(directory):
@@ -61,11 +74,11 @@ def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
     tag = tag or latest_tag(directory)
     files = model_files(os.path.join(directory, tag))
-    states = [torch.load(path, map_location="cpu", weights_only=False) for path in files]
+    states = [load_plain(path) for path in files]
     args = states[0].get("args", {})
     pipeline = layer_files(os.path.join(directory, tag))
     if pipeline:
-        return merge_states([gpt2_state_from_layers({index: torch.load(path, map_location="cpu", weights_only=True)
+        return merge_states([gpt2_state_from_layers({index: load_plain(path)
                                                      for index, path in pipeline[rank].items()}, args["num_layers"])
                              for rank in sorted(pipeline)]), args, tag
     if args.get("zero_stage_of_run") == 3 or not states[0]["module"]:
@@ -84,7 +97,7 @@ def read_shard(directory, rank, world_size, tag=None):
     tag = tag or latest_tag(directory)
     folder = os.path.join(directory, tag)
     if checkpoint_layout(folder) == (world_size, 1):
-        saved = torch.load(model_files(folder)[rank], map_location="cpu", weights_only=False)
+        saved = load_plain(model_files(folder)[rank])
         if saved["module"] and saved.get("args", {}).get("zero_stage_of_run") != 3:
             return saved["module"], saved.get("args", {}), tag
     state, args, tag = read_checkpoint(directory, tag)

@@ -65,12 +65,10 @@ def _tag_to_load(args):
                      "--load-tag, or start afresh in another --save folder")
 
 
-def _restore_rng(folder, client):
+def _restore_rng(folder):
     path = _rng_file(folder)
     if os.path.isfile(path):
-        set_rng_state(torch.load(path, map_location="cpu", weights_only=False))
-    elif "rng_state" in client:  # written before random states were saved per rank: one state for all
-        set_rng_state(client["rng_state"])
+        set_rng_state(torch.load(path, map_location="cpu", weights_only=True))
     else:
         print_rank_0(f"warning: {folder} holds no random-number states; dropout continues from --seed")
 
@@ -115,7 +113,7 @@ def load_checkpoint(engine, args):
     if args.finetune:
         return 0, 0, tag
     if not args.no_load_rng:
-        _restore_rng(os.path.join(args.load, tag), client)
+        _restore_rng(os.path.join(args.load, tag))
     saved_args = client.get("args", {})
     _warn_about_other_data(args, saved_args)
     iteration = client.get("iteration", 0)
