@@ -38,7 +38,8 @@ def print_rank_0(message):
         print(message, flush=True)
 
 
-def _free_port():
+def free_port():
+    """A TCP port nothing listens on now, for a rendezvous on this machine."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -125,7 +126,7 @@ def initialize_distributed(args):
     """
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
     args.local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
     accelerator = get_accelerator()
     if accelerator.device_name() != "cpu":

@@ -24,7 +24,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,10 @@ sys.path.insert(0, REPO)
 
 from checkpointing import read_checkpoint  # noqa: E402
 from checkpointing.tags import MANIFEST, read_latest, step_of  # noqa: E402
+from initialize import free_port  # noqa: E402
 
 ITERS = 12
 LAUNCH_TIMEOUT_S = 300
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _data_prefix(workdir):
@@ -66,7 +60,7 @@ def _command(data_prefix, save, port):
 def _launch(data_prefix, save, workdir, log_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": os.path.join(workdir, "extensions")}
     log = open(log_path, "w")
-    process = subprocess.Popen(_command(data_prefix, save, _free_port()), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(_command(data_prefix, save, free_port()), stdout=log, stderr=subprocess.STDOUT,
                                env=environment, cwd=REPO, start_new_session=True)
     return process, log
 

@@ -10,21 +10,16 @@ import atexit
 import datetime
 import os
 import queue
-import socket
 import time
 import traceback
 
 import torch
 import torch.multiprocessing as mp
 
+from initialize import free_port
+
 TASK_TIMEOUT_S = 600
 COLLECTIVE_TIMEOUT_S = 90
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, world_size, port, tasks, results):
@@ -53,7 +48,7 @@ class _Pool:
         self.world_size = world_size
         self.tasks = [context.Queue() for _ in range(world_size)]
         self.results = context.Queue()
-        port = _free_port()
+        port = free_port()
         self.processes = [context.Process(target=_worker, args=(rank, world_size, port, self.tasks[rank], self.results),
                                           daemon=False) for rank in range(world_size)]
         for process in self.processes:

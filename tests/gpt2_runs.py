@@ -37,3 +37,17 @@ def expect_error(argv, entry="pretrain_gpt2"):
     lines = [line for line in stderr.getvalue().splitlines() if "error" in line]
     assert len(lines) == 1 and "Traceback" not in stderr.getvalue(), stderr.getvalue()
     return lines[0]
+
+
+@contextlib.contextmanager
+def wrapped_steps(entry="pretrain_gpt2", **wrappers):
+    """Inside, an entry script's STEPS (training.EntrySteps) has some steps replaced: wrappers maps a
+    step's name (get_batch, forward_step) to a function that takes the original step and returns its
+    replacement. The entry script reads STEPS when its main starts."""
+    module = importlib.import_module(entry)
+    steps = module.STEPS
+    module.STEPS = steps._replace(**{name: wrap(getattr(steps, name)) for name, wrap in wrappers.items()})
+    try:
+        yield
+    finally:
+        module.STEPS = steps

@@ -11,7 +11,7 @@ import torch
 
 from checkpointing import read_checkpoint
 from distributed import run_distributed
-from gpt2_runs import expect_error, train_argv
+from gpt2_runs import expect_error, train_argv, wrapped_steps
 
 pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
@@ -28,22 +28,21 @@ def _with_nan_losses(argv, poisoned):
     import torch.distributed as dist
 
     import pretrain_gpt2
-    steps, calls = pretrain_gpt2.STEPS, [0]
+    calls = [0]
 
-    def poisoning(batch, model, args, loss_tokens):
-        calls[0] += 1
-        loss, values = steps.forward_step(batch, model, args, loss_tokens)
-        if calls[0] in poisoned and dist.get_rank() == 0:
-            loss = loss * float("nan")
-            values = {**values, "lm loss": loss.item()}
-        return loss, values
+    def poisoning(forward_step):
+        def poisoned_step(batch, model, args, loss_tokens):
+            calls[0] += 1
+            loss, values = forward_step(batch, model, args, loss_tokens)
+            if calls[0] in poisoned and dist.get_rank() == 0:
+                loss = loss * float("nan")
+                values = {**values, "lm loss": loss.item()}
+            return loss, values
+        return poisoned_step
 
-    pretrain_gpt2.STEPS, stdout = steps._replace(forward_step=poisoning), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(stdout):
-            history = pretrain_gpt2.main(argv)
-    finally:
-        pretrain_gpt2.STEPS = steps
+    stdout = io.StringIO()
+    with wrapped_steps(forward_step=poisoning), contextlib.redirect_stdout(stdout):
+        history = pretrain_gpt2.main(argv)
     return [history[i]["lm loss"] for i in sorted(history)], stdout.getvalue()
 
 
@@ -62,18 +61,14 @@ def test_a_nan_loss_skips_its_step(layout, tmp_path, gpt2_data_prefix):
 
 def _stopped_by_skips(argv):
     """NaN losses from iteration 3 on."""
-    import pretrain_gpt2
-    steps = pretrain_gpt2.STEPS
+    def poisoning(forward_step):
+        def poisoned_step(batch, model, args, loss_tokens):
+            loss, values = forward_step(batch, model, args, loss_tokens)
+            return (loss * float("nan") if model.global_steps >= 2 else loss), values
+        return poisoned_step
 
-    def poisoning(batch, model, args, loss_tokens):
-        loss, values = steps.forward_step(batch, model, args, loss_tokens)
-        return (loss * float("nan") if model.global_steps >= 2 else loss), values
-
-    pretrain_gpt2.STEPS = steps._replace(forward_step=poisoning)
-    try:
+    with wrapped_steps(forward_step=poisoning):
         return expect_error(argv)
-    finally:
-        pretrain_gpt2.STEPS = steps
 
 
 def test_skips_in_a_row_stop_the_run(tmp_path, gpt2_data_prefix):

@@ -4,11 +4,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
+
+from initialize import free_port
 
 pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
@@ -16,12 +17,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_LINE = re.compile(r" iteration +\d+/ +\d+ \| consumed samples: +\d+ \| elapsed time per iteration \(ms\): [\d.]+ \| "
                       r"learning rate: [\d.]+E[+-]\d+ \| lm loss: \d\.\d{6}E[+-]\d\d \| loss scale: [\d.]+ \| "
                       r"grad norm: [\d.]+ \| tokens per second: [\d.]+ \| TFLOP/s per device: [\d.]+ \|")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _script(name, env, *flags):
@@ -35,7 +30,7 @@ def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, gpt2_data_prefix):
     checkpoints = tmp_path / "checkpoints"
     result = _script("ds_pretrain_gpt2.sh",
                      {"NUM_GPUS": "2", "TRAIN_ITERS": "4", "NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "SEQ_LENGTH": "32",
-                      "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(_free_port())},
+                      "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port())},
                      "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path), "--log-interval", "2",
                      "--eval-interval", "2", "--eval-iters", "1", "--tensorboard-dir", str(tmp_path / "runs"))
     output = result.stdout + result.stderr
@@ -52,7 +47,7 @@ def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, gpt2_data_prefix):
     for mp_size in ("1", "2"):
         outputs[mp_size] = tmp_path / f"samples-{mp_size}.jsonl"
         result = _script("generate_text.sh", {"MP_SIZE": mp_size, "GREEDY": "1", "OUT_SEQ_LENGTH": "8",
-                                              "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(_free_port())},
+                                              "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port())},
                          "--sample-input-file", str(prompts), "--sample-output-file", str(outputs[mp_size]))
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     samples = [[json.loads(line) for line in outputs[size].read_text().splitlines()] for size in ("1", "2")]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from distributed import run_distributed
-from gpt2_runs import train_argv
+from gpt2_runs import train_argv, wrapped_steps
 
 pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
@@ -38,19 +38,18 @@ def _negative_logits_gpt2(hf_dir):
 def _finetune_first_batch(argv):
     """pretrain_gpt2 for one iteration; (its lm loss, (inputs, labels) of the batch it trained on)."""
     import pretrain_gpt2
-    steps, seen = pretrain_gpt2.STEPS, []
+    seen = []
 
-    def recording(data_iterator, args):
-        batch = steps.get_batch(data_iterator, args)
-        inputs, (labels, _), _ = batch[0]
-        seen.append((inputs, labels))
-        return batch
+    def recording(get_batch):
+        def recorded(data_iterator, args):
+            batch = get_batch(data_iterator, args)
+            inputs, (labels, _), _ = batch[0]
+            seen.append((inputs, labels))
+            return batch
+        return recorded
 
-    pretrain_gpt2.STEPS = steps._replace(get_batch=recording)
-    try:
+    with wrapped_steps(get_batch=recording):
         history = pretrain_gpt2.main(argv)
-    finally:
-        pretrain_gpt2.STEPS = steps
     return history[1]["lm loss"], seen[0]
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from distributed import run_distributed
+from gpt2_runs import wrapped_steps
 
 pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
@@ -127,13 +128,8 @@ def _logits_of_checkpoint(argv, tokens, types, padding):
         import mpu
         captured["lm"], captured["binary"] = mpu.gather_from_model_parallel_region(lm), binary
         raise SystemExit(0)
-    original = pretrain_bert.STEPS
-    pretrain_bert.STEPS = original._replace(forward_step=capture)
-    try:
-        with pytest.raises(SystemExit):
-            pretrain_bert.main(argv)
-    finally:
-        pretrain_bert.STEPS = original
+    with wrapped_steps("pretrain_bert", forward_step=lambda original: capture), pytest.raises(SystemExit):
+        pretrain_bert.main(argv)
     return captured["lm"], captured["binary"]
 
 

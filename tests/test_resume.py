@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from checkpointing import read_checkpoint
 from distributed import run_distributed
-from gpt2_runs import ITERS, expect_error, train_argv
+from gpt2_runs import ITERS, expect_error, train_argv, wrapped_steps
 
 pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
@@ -36,19 +36,18 @@ def _run(argv, sigterm_at=None):
     """pretrain_gpt2.main on this rank; rank 0 sends itself SIGTERM while it reads the batch of iteration
     `sigterm_at`. Returns ({iteration: lm loss}, the log lines)."""
     import pretrain_gpt2
-    steps, calls = pretrain_gpt2.STEPS, itertools.count(1)
+    calls = itertools.count(1)
 
-    def batch_then_sigterm(data_iterator, args):
-        if next(calls) == sigterm_at and dist.get_rank() == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return steps.get_batch(data_iterator, args)
+    def then_sigterm(get_batch):
+        def batch_then_sigterm(data_iterator, args):
+            if next(calls) == sigterm_at and dist.get_rank() == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return get_batch(data_iterator, args)
+        return batch_then_sigterm
 
-    pretrain_gpt2.STEPS, stdout = steps._replace(get_batch=batch_then_sigterm), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(stdout):
-            history = pretrain_gpt2.main(argv)
-    finally:
-        pretrain_gpt2.STEPS = steps
+    stdout = io.StringIO()
+    with wrapped_steps(get_batch=then_sigterm), contextlib.redirect_stdout(stdout):
+        history = pretrain_gpt2.main(argv)
     return {i: values["lm loss"] for i, values in history.items()}, stdout.getvalue().splitlines()
 
 
@@ -116,18 +115,17 @@ def _recorded_batches(argv):
     """pretrain_gpt2.main on this rank; ({iteration: lm loss and learning rate}, the input tokens of each
     micro-batch this rank read, in order)."""
     import pretrain_gpt2
-    steps, seen = pretrain_gpt2.STEPS, []
+    seen = []
 
-    def recording(data_iterator, args):
-        batch = steps.get_batch(data_iterator, args)
-        seen.append(batch[0][0])
-        return batch
+    def recording(get_batch):
+        def recorded(data_iterator, args):
+            batch = get_batch(data_iterator, args)
+            seen.append(batch[0][0])
+            return batch
+        return recorded
 
-    pretrain_gpt2.STEPS = steps._replace(get_batch=recording)
-    try:
+    with wrapped_steps(get_batch=recording):
         return pretrain_gpt2.main(argv), seen
-    finally:
-        pretrain_gpt2.STEPS = steps
 
 
 def test_a_resume_reads_the_samples_an_unbroken_run_reads(tmp_path, gpt2_data_prefix):
