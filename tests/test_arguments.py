@@ -24,7 +24,8 @@ def _our_actions():
 
 
 def _source_without_declarations():
-    files = [f for pattern in ("*.py", "model/*.py", "data_utils/*.py", "mpu/*.py", "scripts/*.py", "tasks/*.py")
+    patterns = ("*.py", "checkpointing/*.py", "model/*.py", "data_utils/*.py", "mpu/*.py", "scripts/*.py", "tasks/*.py")
+    files = [f for pattern in patterns
              for f in glob.glob(os.path.join(REPO, pattern))]
     text = "\n".join(open(f, encoding="utf-8").read() for f in files)
     return re.sub(r"add_argument\((?:[^()]|\([^()]*\))*\)", "", text)
