@@ -49,7 +49,9 @@ STALE_LOCK_S = 10  # holding the lock without building (ninja's check) takes abo
 REPORT_AFTER_S = 60
 
 
-def _extension_root():
+def extension_folder():
+    """Where torch builds and finds JIT-compiled ops (DeepSpeed's): TORCH_EXTENSIONS_DIR, set to
+    <virtual environment>/torch_extensions unless it is set (or outside a virtual environment)."""
     in_virtual_environment = sys.prefix != sys.base_prefix
     if "TORCH_EXTENSIONS_DIR" not in os.environ and in_virtual_environment and os.access(sys.prefix, os.W_OK):
         os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(sys.prefix, "torch_extensions")
@@ -110,7 +112,7 @@ class _StartupWatchdog(threading.Thread):
 
 @contextlib.contextmanager
 def startup_watchdog():
-    watchdog = _StartupWatchdog(_extension_root())
+    watchdog = _StartupWatchdog(extension_folder())
     watchdog.start()
     try:
         yield

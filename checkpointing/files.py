@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 
+import numpy as np
 import torch
 
 from model.gpt2_pipeline import gpt2_state_from_layers
@@ -23,10 +24,15 @@ from .tags import commit
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 
 
+# Besides tensors and plain values: Megatron-LM's argparse.Namespace of flags, and numpy arrays (random
+# states in checkpoints of earlier versions). None of them runs code when loaded.
+_PLAIN_TYPES = [argparse.Namespace, np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_plain(path):
     """A torch file of tensors and plain values (torch.load with weights_only=True: nothing in it can run
-    code), Megatron-LM's argparse.Namespace of flags allowed."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    code)."""
+    with torch.serialization.safe_globals(_PLAIN_TYPES):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:

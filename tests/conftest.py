@@ -6,6 +6,9 @@ import os
 import pytest
 
 from data_utils.corpora import NAMED_CORPORA
+from initialize import extension_folder
+
+extension_folder()  # the ranks of tests/distributed.py and the scripts tests launch build DeepSpeed's op once
 
 
 @pytest.fixture(scope="session")
