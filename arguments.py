@@ -52,10 +52,13 @@ def add_regularization_args(parser):
 
 def add_training_args(parser):
     group = parser.add_argument_group("training")
-    group.add_argument("--batch-size", type=int, default=4,
+    group.add_argument("--batch-size", "--micro-batch-size", type=int, default=4,
                        help="micro batch of one data-parallel rank; global batch = batch-size x data-parallel "
                             "size x --gradient-accumulation-steps")
     group.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    group.add_argument("--global-batch-size", type=int, default=None,
+                       help="samples per optimizer step (Megatron-LM's name); --gradient-accumulation-steps is derived "
+                            "from it as global / (--batch-size x data-parallel size)")
     group.add_argument("--train-iters", type=int, default=100, help="optimizer steps to train for")
     group.add_argument("--checkpoint-activations", action="store_true",
                        help="recompute activations in backward (mpu.checkpoint, or DeepSpeed's with the flag below)")
@@ -101,7 +104,7 @@ def add_learning_rate_args(parser):
     group.add_argument("--lr-decay-style", default="linear", choices=("constant", "linear", "cosine", "exponential"))
     group.add_argument("--lr-decay-iters", type=int, default=None, help="iterations to decay over (default: --train-iters)")
     group.add_argument("--min-lr", type=float, default=0.0, help="the decay stops here")
-    group.add_argument("--warmup", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
+    group.add_argument("--warmup", "--lr-warmup-fraction", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
     group.add_argument("--override-lr-scheduler", action="store_true",
                        help="on resume, take the schedule flags above even where they differ from the checkpoint's")
     group.add_argument("--use-checkpoint-lr-scheduler", action="store_true",
@@ -141,8 +144,9 @@ def add_mixed_precision_args(parser):
 
 def add_distributed_args(parser):
     group = parser.add_argument_group("distributed")
-    group.add_argument("--model-parallel-size", type=int, default=1, help="tensor model-parallel size")
-    group.add_argument("--pipe-parallel-size", type=int, default=1,
+    group.add_argument("--model-parallel-size", "--tensor-model-parallel-size", type=int, default=1,
+                       help="tensor model-parallel size")
+    group.add_argument("--pipe-parallel-size", "--pipeline-model-parallel-size", type=int, default=1,
                        help="pipeline stages (GPT-2; DeepSpeed's pipeline engine, ZeRO stage 0 or 1)")
     group.add_argument("--pipe-partition-method", default="parameters",
                        choices=("parameters", "uniform", "type:ParallelTransformerLayer"),
@@ -171,7 +175,7 @@ def add_data_args(parser):
                        help="a named corpus (sample, wikipedia, webtext, bookcorpus) or a loose-JSON file, "
                             "tokenized into --data-cache-dir on first use; default: sample (bundled)")
     group.add_argument("--text-key", default="text", help="JSON key of the text in --train-data")
-    group.add_argument("--data-cache-dir", default=None,
+    group.add_argument("--data-cache-dir", "--cache-dir", default=None,
                        help="where --train-data is tokenized and dataset indices are cached (default: next to "
                             "the data; for --train-data, data/cache in the repository)")
     group.add_argument("--split", default="949,50,1", help="train,valid,test weights over documents")

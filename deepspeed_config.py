@@ -106,6 +106,13 @@ def build_ds_config(args, data_parallel_size):
 
 def _batch_sizes(config, fill, args, dp, source):
     micro = fill.resolve(config, "train_micro_batch_size_per_gpu", "--batch-size", args.batch_size)
+    if args.global_batch_size is not None:
+        if "gradient_accumulation_steps" in args.explicit and \
+                args.global_batch_size != micro * dp * args.gradient_accumulation_steps:
+            raise ConfigError(f"--global-batch-size {args.global_batch_size} != --batch-size {micro} x data-parallel "
+                              f"size {dp} x --gradient-accumulation-steps {args.gradient_accumulation_steps}: give "
+                              "two of the three")
+        fill.resolve(config, "train_batch_size", "--global-batch-size", args.global_batch_size)
     total = config.get("train_batch_size", "auto")
     if config.get("gradient_accumulation_steps", "auto") == "auto" and total != "auto":
         if total % (micro * dp):

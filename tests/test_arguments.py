@@ -47,6 +47,17 @@ def test_help_lists_the_groups(capsys):
         assert group in text, group
 
 
+def test_names_from_later_megatron_mean_ours():
+    """Megatron-LM / Megatron-DeepSpeed spellings land in the same settings as ours."""
+    theirs = arguments.get_args(["--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2",
+                                 "--micro-batch-size", "3", "--lr-warmup-fraction", "0.2", "--cache-dir", "c",
+                                 "--num-layers", "4", "--num-attention-heads", "4", "--hidden-size", "64"])
+    ours = arguments.get_args(["--model-parallel-size", "2", "--pipe-parallel-size", "2", "--batch-size", "3",
+                               "--warmup", "0.2", "--data-cache-dir", "c", "--num-layers", "4",
+                               "--num-attention-heads", "4", "--hidden-size", "64"])
+    assert vars(theirs) == vars(ours)
+
+
 def test_presets_and_explicit_flags():
     args = arguments.get_args(["--model-size", "gpt2-350m", "--num-layers", "3", "--seq-length", "64"])
     assert (args.num_layers, args.hidden_size, args.num_attention_heads) == (3, 1024, 16)

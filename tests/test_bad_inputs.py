@@ -81,6 +81,9 @@ def _training_cases(root, saved, data):
                                "broken.json"),
         "ds_config misspelt key": (["--deepspeed_config", _bad(root, "misspelt.json", json.dumps(
             {"zero_optimization": {"stage": 1, "reduce_bucket_sizee": 500}}))], "reduce_bucket_size"),
+        "inconsistent batch flags": (["--global-batch-size", "16", "--gradient-accumulation-steps", "3"],
+                                     "--global-batch-size 16 != --batch-size 8 x data-parallel size 1 x "
+                                     "--gradient-accumulation-steps 3: give two of the three"),
         "heads do not divide over TP": (["--num-attention-heads", "2", "--model-parallel-size", "4"],
                                         "--num-attention-heads 2 is not divisible by --model-parallel-size 4"),
         "layers do not divide over PP": (["--num-layers", "3", "--pipe-parallel-size", "2"],

@@ -100,6 +100,17 @@ def test_eod_mask_loss_is_a_mean_over_the_global_batch(tmp_path, sample_texts):
         _assert_same_losses(losses, single, rtol=1e-5)
 
 
+def test_a_global_batch_size_derives_the_accumulation(gpt2_data_prefix):
+    """Megatron-LM's --micro-batch-size 4 --global-batch-size 8 on one rank is ours --batch-size 4
+    --gradient-accumulation-steps 2: the same losses."""
+    short = ("--train-iters", "3")
+    (theirs,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *short, "--micro-batch-size", "4",
+                                                     "--global-batch-size", "8"))
+    (ours,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *short, "--gradient-accumulation-steps", "2",
+                                                   batch_size=4))
+    assert theirs == ours
+
+
 def test_a_corpus_folder_gets_no_caches(tmp_path, sample_texts):
     """--train-data FILE tokenizes into --data-cache-dir; the corpus folder (maybe read-only) is left alone."""
     corpus, cache = tmp_path / "corpus", tmp_path / "cache"
