@@ -19,7 +19,7 @@ import torch
 from model.gpt2_pipeline import gpt2_state_from_layers
 from model.tensor_parallel_state import merge_states, split_state
 
-from .tags import commit
+from .tags import commit, read_latest, torch_save_atomically
 
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 
@@ -41,11 +41,10 @@ def load_plain(path):
 
 
 def latest_tag(directory):
-    path = os.path.join(directory, "latest")
-    if not os.path.isfile(path):
+    tag = read_latest(directory)
+    if tag is None:
         raise FileNotFoundError(f"{directory}: no 'latest' file; is it a checkpoint directory written by --save?")
-    with open(path) as f:
-        return f.read().strip()
+    return tag
 
 
 def model_files(folder):
@@ -119,10 +118,9 @@ def write_checkpoint(directory, shards, args, tag="global_step0"):
     folder = os.path.join(directory, tag)
     os.makedirs(folder, exist_ok=True)
     for rank, shard in enumerate(shards):
-        path = os.path.join(folder, f"mp_rank_{rank:02d}_model_states.pt")
-        torch.save({"module": shard, "dp_world_size": 1, "mp_world_size": len(shards), "global_steps": 0,
-                    "skipped_steps": 0, "iteration": 0, "consumed_samples": 0,
-                    "args": {**args, "model_parallel_size": len(shards)}}, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        torch_save_atomically({"module": shard, "dp_world_size": 1, "mp_world_size": len(shards), "global_steps": 0,
+                               "skipped_steps": 0, "iteration": 0, "consumed_samples": 0,
+                               "args": {**args, "model_parallel_size": len(shards)}},
+                              os.path.join(folder, f"mp_rank_{rank:02d}_model_states.pt"))
     commit(directory, tag, 0, {"tensor_parallel": len(shards), "pipeline_parallel": 1, "data_parallel": 1,
                                "zero_stage": 0})

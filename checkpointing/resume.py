@@ -41,7 +41,7 @@ def _tag_to_load(args):
         if problem:
             raise UsageError(f"--load {args.load}: checkpoint {asked} cannot be loaded: {problem}")
         return asked
-    latest = tags.read_latest(args.load) if os.path.isdir(args.load) else None
+    latest = tags.read_latest(args.load)
     if latest is None:
         if os.path.isdir(args.load) and os.listdir(args.load) and not any(
                 tags.step_of(t) is not None for t in os.listdir(args.load)):
@@ -141,9 +141,7 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
                                                                                    tuple, type(None)))}}
     try:
         os.makedirs(folder, exist_ok=True)
-        rng_file = _rng_file(folder)
-        torch.save(rng_state(), rng_file + ".tmp")
-        os.replace(rng_file + ".tmp", rng_file)
+        tags.torch_save_atomically(rng_state(), _rng_file(folder))
         engine.save_checkpoint(args.save, tag=tag, client_state=client_state, save_latest=False)
     except OSError as error:  # a full disk, a quota: this rank stops; the launcher stops the others
         raise UsageError(f"--save {args.save}: writing checkpoint {tag} failed ({error}); the last complete "

@@ -17,6 +17,7 @@ import shutil
 import zipfile
 import zlib
 
+import torch
 import torch.distributed as dist
 
 MANIFEST = "manifest.json"
@@ -38,6 +39,12 @@ def write_atomically(path, text):
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def torch_save_atomically(obj, path):
+    """torch.save under a temporary name (left out of manifests), then rename: whole or not at all."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
 
 
 def crc32(path):

@@ -134,7 +134,7 @@ def _interrupted_run(data_prefix, reference, workdir, tally, kills_left, rng, st
     tally.trials += 1
     save = os.path.join(workdir, f"run{tally.trials}")
     launches = 0
-    while read_latest(save) != f"global_step{ITERS}" if os.path.isdir(save) else True:
+    while read_latest(save) != f"global_step{ITERS}":
         log_path = os.path.join(workdir, f"run{tally.trials}-launch{launches}.log")
         process, log = _launch(data_prefix, save, workdir, log_path)
         launched = time.time()
