@@ -11,6 +11,7 @@ no living process holds (none works in its folder) and, after a minute, says wha
 import contextlib
 import glob
 import os
+import re
 import random
 import socket
 import sys
@@ -57,6 +58,16 @@ def extension_folder():
         os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(sys.prefix, "torch_extensions")
     from torch.utils.cpp_extension import get_default_build_root
     return os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+
+
+def arch_list_for_deepspeed():
+    """TORCH_CUDA_ARCH_LIST without architecture-specific suffixes ("9.0a" -> "9.0"): DeepSpeed 0.19's op
+    builder reads each entry as integers and stops fused Adam's first build on Hopper images that set
+    "9.0a". The generic target builds the same kernels for DeepSpeed's ops."""
+    listed = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if listed:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = re.sub(r"(\d+\.\d+)[a-z]+", r"\1", listed)
+    return os.environ.get("TORCH_CUDA_ARCH_LIST")
 
 
 def _folders_in_use():
@@ -112,6 +123,7 @@ class _StartupWatchdog(threading.Thread):
 
 @contextlib.contextmanager
 def startup_watchdog():
+    arch_list_for_deepspeed()
     watchdog = _StartupWatchdog(extension_folder())
     watchdog.start()
     try:

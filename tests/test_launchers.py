@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from initialize import free_port
+from initialize import arch_list_for_deepspeed, free_port
 
 pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
 
@@ -91,3 +91,13 @@ def test_check_dataset_reports_and_stops_every_rank(tmp_path, gpt2_data_prefix):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("token ids 0..50256, vocabulary size 50257") == 1
+
+
+def test_arch_list_suffixes_are_dropped_for_deepspeeds_op_builder(monkeypatch):
+    """Hopper images set TORCH_CUDA_ARCH_LIST="9.0a"; DeepSpeed 0.19 parses each part as an integer (seen
+    failing on an H200: "invalid literal for int() with base 10: '0a'" at fused Adam's first build)."""
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0 9.0a 9.0+PTX 10.0f")
+    listed = arch_list_for_deepspeed()
+    assert listed == "8.0 9.0 9.0+PTX 10.0"
+    assert [tuple(int(part.split("+")[0]) for part in cc.split(".")) for cc in listed.split()] == \
+        [(8, 0), (9, 0), (9, 0), (10, 0)]
