@@ -7,6 +7,7 @@ here is read somewhere: tests/test_arguments.py checks it.
 
 import argparse
 import copy
+import os
 import sys
 
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args
@@ -24,6 +25,54 @@ MODEL_SIZES = {
     "bert-large": (24, 1024, 16),
 }
 
+# Megatron-LM v0 flags whose behaviour is always on here: accepted, and --help says so.
+ACCEPTED_AS_DEFAULT = {
+    "--lazy-loader": "Megatron-LM v0's switch: loose JSON is always read lazily here (memory-mapped, offsets cached)",
+}
+
+# GPU kernel switches of later Megatron-LM / Megatron-DeepSpeed that mean nothing here: refused, saying why.
+REFUSED_GPU_SWITCHES = {
+    "--no-masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention, which picks "
+                                  "its fused kernel itself; there is no separate masked-softmax kernel to turn off",
+    "--masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention (fused where the device has "
+                               "a kernel); there is nothing to turn on",
+    "--no-bias-gelu-fusion": "bias and GeLU are not fused by a custom kernel here; there is nothing to turn off",
+    "--bias-gelu-fusion": "bias and GeLU are not fused by a custom kernel here; there is nothing to turn on",
+    "--no-bias-dropout-fusion": "bias, dropout and residual are not fused by a custom kernel here",
+    "--bias-dropout-fusion": "bias, dropout and residual are not fused by a custom kernel here",
+    "--no-gradient-accumulation-fusion": "gradients are accumulated by DeepSpeed; there is no fused wgrad kernel",
+    "--gradient-accumulation-fusion": "gradients are accumulated by DeepSpeed; there is no fused wgrad kernel",
+    "--no-persist-layer-norm": "LayerNorm is torch's; there is no persistent Apex kernel",
+    "--use-flash-attn": "torch's scaled_dot_product_attention already uses flash attention on GPUs that have it",
+    "--no-async-tensor-model-parallel-allreduce": "tensor-parallel all-reduces are synchronous here",
+}
+
+
+# BERT's flags, refused by the GPT-2 scripts with what holds there instead.
+BERT_ONLY = {
+    "--fp32-embedding": "GPT-2's loss is computed from fp32 logits already; use --fp32-layernorm for the norms",
+    "--fp32-tokentypes": "GPT-2 has no token types",
+    "--deep-init": "GPT-2's output layers are always initialised with std / sqrt(2 x layers)",
+    "--use-tfrecords": "GPT-2 reads --data-path or --train-data corpora",
+}
+
+
+class _AcceptedAsDefault(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        pass
+
+
+class _Refused(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: {REFUSED_GPU_SWITCHES[option_string]}; remove the flag")
+
+
+def add_megatron_gpu_switches(parser):
+    group = parser.add_argument_group("Megatron-LM GPU switches (refused: no meaning here)")
+    for flag, why in REFUSED_GPU_SWITCHES.items():
+        group.add_argument(flag, nargs=0, action=_Refused, help=why)
+    return parser
+
 
 def add_model_args(parser):
     group = parser.add_argument_group("model")
@@ -35,6 +84,7 @@ def add_model_args(parser):
     group.add_argument("--num-attention-heads", type=int, default=None, help="heads (default: small preset)")
     group.add_argument("--max-position-embeddings", type=int, default=None,
                        help="learned positions (default: --seq-length)")
+    group.add_argument("--ffn-hidden-size", type=int, default=None, help="MLP inner size (default: 4 x --hidden-size)")
     group.add_argument("--layernorm-epsilon", type=float, default=1e-5)
     return parser
 
@@ -61,6 +111,8 @@ def add_training_args(parser):
                        help="samples per optimizer step (Megatron-LM's name); --gradient-accumulation-steps is derived "
                             "from it as global / (--batch-size x data-parallel size)")
     group.add_argument("--train-iters", type=int, default=100, help="optimizer steps to train for")
+    group.add_argument("--train-samples", type=int, default=None,
+                       help="samples to train on: --train-iters = samples // global batch (Megatron-LM)")
     group.add_argument("--checkpoint-activations", action="store_true",
                        help="recompute activations in backward (mpu.checkpoint, or DeepSpeed's with the flag below)")
     group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation checkpoint")
@@ -95,7 +147,10 @@ def add_training_args(parser):
 def add_initialization_args(parser):
     group = parser.add_argument_group("initialization")
     group.add_argument("--init-method-std", type=float, default=0.02,
-                       help="std of the normal initialisation; output layers use std / sqrt(2 x layers)")
+                       help="std of the normal initialisation; GPT-2's output layers use std / sqrt(2 x layers)")
+    group.add_argument("--deep-init", action="store_true",
+                       help="BERT: initialise the output layers as GPT-2's, std / sqrt(2 x layers) (Megatron-LM v0; "
+                            "for BERTs deeper than BERT-large)")
     return parser
 
 
@@ -104,8 +159,13 @@ def add_learning_rate_args(parser):
     group.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
     group.add_argument("--lr-decay-style", default="linear", choices=("constant", "linear", "cosine", "exponential"))
     group.add_argument("--lr-decay-iters", type=int, default=None, help="iterations to decay over (default: --train-iters)")
+    group.add_argument("--lr-decay-samples", type=int, default=None,
+                       help="samples to decay over: --lr-decay-iters = samples // global batch")
     group.add_argument("--min-lr", type=float, default=0.0, help="the decay stops here")
     group.add_argument("--warmup", "--lr-warmup-fraction", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
+    group.add_argument("--lr-warmup-iters", type=int, default=None, help="iterations of linear warmup (instead of --warmup)")
+    group.add_argument("--lr-warmup-samples", type=int, default=None,
+                       help="samples of linear warmup: iterations = samples / global batch (instead of --warmup)")
     group.add_argument("--override-lr-scheduler", action="store_true",
                        help="on resume, take the schedule flags above even where they differ from the checkpoint's")
     group.add_argument("--use-checkpoint-lr-scheduler", action="store_true",
@@ -140,6 +200,14 @@ def add_mixed_precision_args(parser):
     group.add_argument("--loss-scale-window", type=int, default=1000, help="steps without overflow before raising")
     group.add_argument("--hysteresis", type=int, default=2, help="overflows tolerated before lowering the scale")
     group.add_argument("--min-loss-scale", type=float, default=1, help="the dynamic scale never goes below this")
+    group.add_argument("--fp32-embedding", action="store_true",
+                       help="BERT: sum the embeddings and their LayerNorm in fp32 under --bf16/--fp16")
+    group.add_argument("--fp32-tokentypes", action="store_true",
+                       help="BERT: add the token-type embeddings in fp32 under --bf16/--fp16")
+    group.add_argument("--fp32-layernorm", action="store_true",
+                       help="compute every LayerNorm in fp32 under --bf16/--fp16 (output in the model's dtype)")
+    group.add_argument("--fp32-allreduce", action="store_true",
+                       help="all-reduce gradients in fp32 (ds_config communication_data_type)")
     return parser
 
 
@@ -172,9 +240,16 @@ def add_data_args(parser):
     group = parser.add_argument_group("data")
     group.add_argument("--data-path", nargs="+", default=None,
                        help="preprocessed .bin/.idx prefix, or weight-prefix pairs to blend (0.3 A 0.7 B)")
-    group.add_argument("--train-data", default=None,
-                       help="a named corpus (sample, wikipedia, webtext, bookcorpus) or a loose-JSON file, "
-                            "tokenized into --data-cache-dir on first use; default: sample (bundled)")
+    group.add_argument("--train-data", nargs="+", default=None,
+                       help="named corpora (sample, wikipedia, webtext, bookcorpus) or loose-JSON files, tokenized "
+                            "into --data-cache-dir on first use and drawn in proportion to their tokens (as their "
+                            "concatenation); default: sample (bundled). With --use-tfrecords: TFRecord files")
+    group.add_argument("--valid-data", nargs="+", default=None,
+                       help="corpora, files or .bin/.idx prefixes validated on instead of --train-data's valid split")
+    group.add_argument("--test-data", nargs="+", default=None,
+                       help="corpora, files or .bin/.idx prefixes tested on instead of --train-data's test split")
+    group.add_argument("--use-tfrecords", action="store_true",
+                       help="BERT: --train-data are TFRecord files of Google's create_pretraining_data.py")
     group.add_argument("--text-key", default="text", help="JSON key of the text in --train-data")
     group.add_argument("--data-cache-dir", "--cache-dir", default=None,
                        help="where --train-data is tokenized and dataset indices are cached (default: next to "
@@ -186,6 +261,8 @@ def add_data_args(parser):
                        help="on --load, continue the data where the checkpoint left it")
     group.add_argument("--check-dataset", action="store_true",
                        help="report token ids of the data against the vocabulary, then stop")
+    for flag, meaning in ACCEPTED_AS_DEFAULT.items():
+        group.add_argument(flag, nargs=0, action=_AcceptedAsDefault, help=meaning)
     return parser
 
 
@@ -282,7 +359,7 @@ def saved_tokenizer(saved_args):
 def add_all_args(parser):
     for add in (add_model_args, add_regularization_args, add_training_args, add_initialization_args,
                 add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args, add_distributed_args,
-                add_validation_args, add_data_args, add_bert_args, add_tokenizer_args):
+                add_validation_args, add_data_args, add_bert_args, add_tokenizer_args, add_megatron_gpu_switches):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)
@@ -296,10 +373,10 @@ def explicit_flags(parser, argv):
     return set(vars(quiet.parse_args(argv)))
 
 
-def get_args(argv=None, description=None, defaults=None, extra_args=None):
+def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=False):
     """Parse and check the pretraining flags. `defaults` lets an entry script change defaults
     (e.g. BERT's tokenizer); `extra_args(parser)` adds a script's own groups; presets fill the model
-    shape."""
+    shape; bert: the entry trains BERT (its own flags are refused elsewhere)."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_all_args(parser)
@@ -315,11 +392,57 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None):
     args.hidden_size = args.hidden_size or hidden
     args.num_attention_heads = args.num_attention_heads or heads
     args.max_position_embeddings = args.max_position_embeddings or args.seq_length
+    problems = _iterations_from_samples(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
-    problems = check_args(args)
+    problems += _warmup_fraction(args)
+    problems += check_args(args)
+    if not bert:
+        problems += [f"{flag} is BERT's (pretrain_bert.py); {why}" for flag, why in BERT_ONLY.items()
+                     if flag[2:].replace("-", "_") in args.explicit]
     if problems:
         parser.exit(2, "".join(f"{parser.prog}: error: {problem}\n" for problem in problems))
     return args
+
+
+def _global_batch(args):
+    """Samples per iteration: --global-batch-size, else micro batch x accumulation x the data-parallel
+    size the launcher's WORLD_SIZE gives."""
+    if args.global_batch_size:
+        return args.global_batch_size
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return args.batch_size * args.gradient_accumulation_steps * max(world // (args.model_parallel_size *
+                                                                              args.pipe_parallel_size), 1)
+
+
+def _iterations_from_samples(args):
+    """--train-samples and --lr-decay-samples as iterations (Megatron-LM counts them in global batches)."""
+    problems = []
+    for flag, value, iterations in (("--train-samples", args.train_samples, "train_iters"),
+                                    ("--lr-decay-samples", args.lr_decay_samples, "lr_decay_iters")):
+        if value is None:
+            continue
+        other = "--" + iterations.replace("_", "-")
+        if iterations in args.explicit:
+            problems.append(f"{flag} and {other} both set the length: give one")
+        elif value // _global_batch(args) < 1:
+            problems.append(f"{flag} {value} is less than one global batch of {_global_batch(args)} samples")
+        else:
+            setattr(args, iterations, value // _global_batch(args))
+    return problems
+
+
+def _warmup_fraction(args):
+    """--lr-warmup-iters / --lr-warmup-samples as the fraction of --lr-decay-iters that --warmup holds."""
+    given = [flag for flag, dest in (("--warmup", "warmup"), ("--lr-warmup-iters", "lr_warmup_iters"),
+                                     ("--lr-warmup-samples", "lr_warmup_samples")) if dest in args.explicit]
+    if len(given) > 1:
+        return [f"{' and '.join(given)} all set the warmup: give one"]
+    iterations = args.lr_warmup_iters
+    if args.lr_warmup_samples is not None:
+        iterations = args.lr_warmup_samples / _global_batch(args)
+    if iterations is not None:
+        args.warmup = iterations / args.lr_decay_iters
+    return []
 
 
 def check_args(args):
@@ -372,4 +495,11 @@ def check_args(args):
         problems.append(f"--{ds_only[0].replace('_', '-')} needs --deepspeed-activation-checkpointing")
     if args.deepspeed_activation_checkpointing and not args.checkpoint_activations:
         problems.append("--deepspeed-activation-checkpointing needs --checkpoint-activations")
+    if args.use_tfrecords:
+        if not args.train_data or args.data_path or args.valid_data or args.test_data:
+            problems.append("--use-tfrecords reads the TFRecord files given as --train-data (split by --split); "
+                            "drop --data-path, --valid-data and --test-data")
+        if args.tokenizer_type == "SentencePieceTokenizer" and not args.tokenizer_path:
+            problems.append("--use-tfrecords: pass the vocabulary the files were written with, e.g. --tokenizer-type "
+                            "BertWordPieceTokenizer --tokenizer-model-type bert-large-uncased (or --vocab-file)")
     return problems

@@ -12,6 +12,8 @@ import math
 
 from deepspeed.accelerator import get_accelerator
 
+from learning_rates import warmup_iters
+
 KNOWN_KEYS = frozenset("""
 train_batch_size train_micro_batch_size_per_gpu gradient_accumulation_steps optimizer scheduler
 communication_data_type seq_parallel_communication_data_type prescale_gradients gradient_predivide_factor
@@ -146,6 +148,8 @@ def _precision(config, fill, args, source):
                                  ("hysteresis", "--hysteresis", args.hysteresis),
                                  ("min_loss_scale", "--min-loss-scale", args.min_loss_scale)):
             fill.resolve(fp16, key, flag, value, f"fp16.{key}")
+    if args.fp32_allreduce:
+        fill.resolve(config, "communication_data_type", "--fp32-allreduce", "fp32")
 
 
 def _optimizer(config, fill, args):
@@ -176,7 +180,7 @@ def _scheduler(config, fill, args, source):
         raise ConfigError(f"{source} names the scheduler {config['scheduler'].get('type')!r} and "
                           "--lr-decay-style was given: drop one of them")
     params = config["scheduler"].setdefault("params", {})
-    warmup = int(args.warmup * args.lr_decay_iters)
+    warmup = warmup_iters(args)
     for key, value in (("warmup_max_lr", args.lr), ("warmup_min_lr", 0.0), ("warmup_num_steps", warmup),
                        ("total_num_steps", args.lr_decay_iters), ("cycle_max_lr", args.lr),
                        ("lr_range_test_min_lr", args.min_lr)):

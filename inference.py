@@ -18,7 +18,8 @@ from data_utils.tokenization import make_tokenizer_from_args
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
 from model import GPT2Model
 
-SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "max_position_embeddings", "layernorm_epsilon")
+SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "max_position_embeddings",
+               "layernorm_epsilon")
 TOKENIZER_FLAGS = ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_path", "tokenizer_model_type",
                    "make_vocab_size_divisible_by")
 
@@ -67,7 +68,8 @@ def load_gpt2(args):
     model = GPT2Model(num_layers=args.num_layers, vocab_size=rows, hidden_size=args.hidden_size,
                       num_attention_heads=args.num_attention_heads, max_sequence_length=args.max_position_embeddings,
                       embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0,
-                      layernorm_epsilon=args.layernorm_epsilon, parallel_output=False)
+                      layernorm_epsilon=args.layernorm_epsilon, ffn_hidden_size=args.ffn_hidden_size,
+                      parallel_output=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -37,6 +37,12 @@ def learning_rate(step, max_lr, min_lr, warmup_iters, decay_iters, style):
     raise ValueError(f"--lr-decay-style {style!r}: expected constant, linear, cosine or exponential")
 
 
+def warmup_iters(args):
+    """Warmup steps: --warmup x --lr-decay-iters, rounded down (the small tolerance keeps an exact
+    --lr-warmup-iters N, held as the fraction N / decay iterations, at N)."""
+    return int(args.warmup * args.lr_decay_iters + 1e-6)
+
+
 SCHEDULE_FLAGS = {"lr": "--lr", "min_lr": "--min-lr", "lr_decay_style": "--lr-decay-style",
                   "lr_decay_iters": "--lr-decay-iters", "warmup": "--warmup"}
 
@@ -45,7 +51,7 @@ def megatron_scheduler(args):
     """A callable optimizer -> LambdaLR for deepspeed.initialize(lr_scheduler=...). The rate follows
     args' settings as they are when it is computed (see settings_from_checkpoint)."""
     def rate(step):
-        return learning_rate(step, args.lr, args.min_lr, int(args.warmup * args.lr_decay_iters), args.lr_decay_iters,
+        return learning_rate(step, args.lr, args.min_lr, warmup_iters(args), args.lr_decay_iters,
                              args.lr_decay_style) / args.lr
 
     def schedule(optimizer):

@@ -7,6 +7,8 @@ prediction); training.pretrain does the rest.
         --deepspeed --deepspeed_config ds_configs/ds_bert_lamb.json
 """
 
+import functools
+
 import torch.nn.functional as F
 
 import batches
@@ -14,6 +16,7 @@ import mpu
 import training
 from arguments import get_args
 from data_utils.bert_dataset import build_bert_datasets
+from data_utils.tfrecord_dataset import build_tfrecord_datasets
 from model import BertModel
 
 BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random"]
@@ -27,18 +30,24 @@ def model_provider(args, tokenizer):
                      attention_dropout=args.attention_dropout, hidden_dropout=args.hidden_dropout,
                      init_method_std=args.init_method_std, layernorm_epsilon=args.layernorm_epsilon,
                      pre_layernorm=args.bert_pre_layernorm, checkpoint_activations=args.checkpoint_activations,
-                     checkpoint_num_layers=args.checkpoint_num_layers)
+                     checkpoint_num_layers=args.checkpoint_num_layers, ffn_hidden_size=args.ffn_hidden_size,
+                     deep_init=args.deep_init, fp32_embedding=args.fp32_embedding,
+                     fp32_tokentypes=args.fp32_tokentypes)
 
 
 def datasets_provider(args, tokenizer, num_samples):
     """--data-path (sentence-level .bin/.idx, blended by weight), else --train-data (default: the
-    bundled sample corpus) split into sentences and tokenized into a cache on first use."""
-    data_path = training.data_prefixes(args, tokenizer, append_eod=False,
-                                       sentences="lines" if args.presplit_sentences else "split")
-    return build_bert_datasets(data_path, args.split, num_samples, args.seq_length, args.seed, tokenizer,
-                               args.data_cache_dir, masked_lm_prob=args.masked_lm_prob,
-                               max_preds_per_seq=args.max_preds_per_seq, short_seq_prob=args.short_seq_prob,
-                               sentence_order=args.sentence_order_prediction)
+    bundled sample corpus) split into sentences and tokenized into a cache on first use; with
+    --use-tfrecords, --train-data are Google BERT's TFRecord files (masked when they were written)."""
+    if args.use_tfrecords:
+        return build_tfrecord_datasets(args.train_data, args.split, num_samples, args.seq_length, args.seed,
+                                       tokenizer.vocab_size, args.data_cache_dir)
+    build = functools.partial(build_bert_datasets, max_seq_length=args.seq_length, seed=args.seed, tokenizer=tokenizer,
+                              cache_dir=args.data_cache_dir, masked_lm_prob=args.masked_lm_prob,
+                              max_preds_per_seq=args.max_preds_per_seq, short_seq_prob=args.short_seq_prob,
+                              sentence_order=args.sentence_order_prediction)
+    return training.build_splits(args, tokenizer, num_samples, build, append_eod=False,
+                                 sentences="lines" if args.presplit_sentences else "split")
 
 
 def get_batch(data_iterator, args):
@@ -60,7 +69,7 @@ STEPS = training.EntrySteps(get_batch, forward_step)
 
 
 def main(argv=None):
-    args = get_args(argv, description=__doc__, defaults=DEFAULTS)
+    args = get_args(argv, description=__doc__, defaults=DEFAULTS, bert=True)
     return training.pretrain(args, datasets_provider, model_provider, STEPS)
 
 

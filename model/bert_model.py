@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import mpu
 
+from .layernorm import LayerNorm
 from .transformer import ParallelTransformer, init_normal
 
 
@@ -21,26 +22,31 @@ class BertModel(torch.nn.Module):
     def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
                  num_tokentypes=2, embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1,
                  init_method_std=0.02, layernorm_epsilon=1e-12, pre_layernorm=False, ffn_hidden_size=None,
-                 checkpoint_activations=False, checkpoint_num_layers=1, add_binary_head=True, parallel_output=True):
+                 checkpoint_activations=False, checkpoint_num_layers=1, add_binary_head=True, parallel_output=True,
+                 deep_init=False, fp32_embedding=False, fp32_tokentypes=False):
+        """deep_init: output layers initialised with std / sqrt(2 x layers) (Megatron-LM v0's --deep-init);
+        fp32_embedding / fp32_tokentypes: the embedding sum (and its LayerNorm) / the token-type term are
+        computed in fp32 under bf16/fp16, then cast to the model's dtype (v0's flags of those names)."""
         super().__init__()
         self.parallel_output, self.max_sequence_length = parallel_output, max_sequence_length
+        self.fp32_embedding, self.fp32_tokentypes = fp32_embedding, fp32_tokentypes
         init = init_normal(init_method_std)
         self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
         deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
         # parameters of this module, not nn.Embedding submodules, so ZeRO-3 has not partitioned them yet
         self.position_embeddings = torch.nn.Parameter(init(torch.empty(max_sequence_length, hidden_size)))
         self.tokentype_embeddings = torch.nn.Parameter(init(torch.empty(num_tokentypes, hidden_size)))
-        self.embedding_layernorm = None if pre_layernorm else torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.embedding_layernorm = None if pre_layernorm else LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.embedding_dropout = torch.nn.Dropout(embedding_dropout)
         self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
                                                hidden_dropout, init_method_std, ffn_hidden_size=ffn_hidden_size,
                                                layernorm_epsilon=layernorm_epsilon, causal=False,
-                                               pre_layernorm=pre_layernorm,
+                                               pre_layernorm=pre_layernorm, scaled_output_init=deep_init,
                                                checkpoint_activations=checkpoint_activations,
                                                checkpoint_num_layers=checkpoint_num_layers)
         self.pooler = _Linear(hidden_size, hidden_size, init)
         self.lm_transform = _Linear(hidden_size, hidden_size, init)
-        self.lm_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.lm_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.lm_bias = torch.nn.Parameter(torch.zeros(self.word_embeddings.num_embeddings_per_partition))
         mpu.layers.set_tensor_model_parallel_attributes(self.lm_bias, partition_dim=0)
         self.binary_head = _Linear(hidden_size, 2, init) if add_binary_head else None
@@ -52,10 +58,15 @@ class BertModel(torch.nn.Module):
             raise ValueError(f"a sequence of {seq} tokens is longer than --max-position-embeddings "
                              f"{self.max_sequence_length}")
         token_types = torch.zeros_like(tokens) if token_types is None else token_types
-        hidden = (self.word_embeddings(tokens) + self.position_embeddings[:seq].unsqueeze(0)
-                  + F.embedding(token_types, self.tokentype_embeddings))
+        dtype = self.position_embeddings.dtype
+        hidden = self.word_embeddings(tokens) + self.position_embeddings[:seq].unsqueeze(0)
+        types = F.embedding(token_types, self.tokentype_embeddings)
+        if self.fp32_embedding or self.fp32_tokentypes:
+            hidden, types = (hidden.float() if self.fp32_embedding else hidden), types.float()
+        hidden = hidden + types
         if self.embedding_layernorm is not None:
             hidden = self.embedding_layernorm(hidden)
+        hidden = hidden.to(dtype)
         attention_mask = None if padding_mask is None else padding_mask.bool()[:, None, None, :]
         return self.transformer(self.embedding_dropout(hidden), attention_mask)
 

@@ -20,7 +20,7 @@ class GPT2Model(torch.nn.Module):
     def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
                  embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                  layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                 parallel_output=True, seed=None):
+                 parallel_output=True, seed=None, ffn_hidden_size=None):
         super().__init__()
         self.parallel_output = parallel_output
         self.max_sequence_length = max_sequence_length
@@ -34,8 +34,8 @@ class GPT2Model(torch.nn.Module):
         self.embedding_dropout = torch.nn.Dropout(embedding_dropout)
         deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
         self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
-                                               hidden_dropout, init_method_std, layernorm_epsilon=layernorm_epsilon,
-                                               causal=True, pre_layernorm=True, gelu="tanh",
+                                               hidden_dropout, init_method_std, ffn_hidden_size=ffn_hidden_size,
+                                               layernorm_epsilon=layernorm_epsilon, causal=True, pre_layernorm=True, gelu="tanh",
                                                checkpoint_activations=checkpoint_activations,
                                                checkpoint_num_layers=checkpoint_num_layers,
                                                seed=None if seed is None else seed + 2)

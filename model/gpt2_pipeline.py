@@ -23,6 +23,7 @@ from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 import mpu
 
 from .gpt2_model import language_model_loss
+from .layernorm import LayerNorm
 from .transformer import ParallelTransformerLayer, init_normal, layer_options, seeded
 
 
@@ -78,19 +79,19 @@ def _logits(module, hidden):
 def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length, seed,
                   embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                   layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                  partition_method="parameters", text_vocab_size=None):
+                  partition_method="parameters", text_vocab_size=None, ffn_hidden_size=None):
     """The PipelineModule over mpu's groups: input tokens, labels (labels, loss mask, loss tokens),
     model.language_model_loss (text_vocab_size: the real vocabulary, rows above it are padding)."""
     options = layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout,
-                            init_method_std, layernorm_epsilon=layernorm_epsilon, causal=True, pre_layernorm=True,
-                            gelu="tanh")
+                            init_method_std, ffn_hidden_size, layernorm_epsilon=layernorm_epsilon, causal=True,
+                            pre_layernorm=True, gelu="tanh")
     embedding = ("embed", WordEmbeddingPipe, vocab_size, hidden_size, init_method_std)
     tied = {"tied_weight_attr": "word_embeddings.weight"}
     layers = [(_SeededTiedLayerSpec, embedding, tied),
               (_SeededLayerSpec, (PositionEmbeddingPipe, max_sequence_length, hidden_size, init_method_std,
                                   embedding_dropout), {}),
               *[(_SeededLayerSpec, (ParallelTransformerLayer,), options)] * num_layers,
-              (_SeededLayerSpec, (torch.nn.LayerNorm, hidden_size), {"eps": layernorm_epsilon}),
+              (_SeededLayerSpec, (LayerNorm, hidden_size), {"eps": layernorm_epsilon}),
               (_SeededTiedLayerSpec, embedding, {**tied, "forward_fn": _logits})]
     specs = [spec(*args, **kwargs).seeded_with(seed + index) for index, (spec, args, kwargs) in enumerate(layers)]
     topology = PipeModelDataParallelTopology(num_pp=mpu.get_pipeline_model_parallel_world_size(),

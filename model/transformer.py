@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 import mpu
 
+from .layernorm import LayerNorm
+
 
 def init_normal(std):
     def init_(tensor):
@@ -95,10 +97,10 @@ class ParallelTransformerLayer(torch.nn.Module):
                  init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm, gelu):
         super().__init__()
         self.pre_layernorm = pre_layernorm
-        self.attention_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.attention_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.attention = ParallelSelfAttention(hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                                                init_method, output_init_method, causal)
-        self.mlp_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.mlp_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon)
         self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method, gelu)
 
     def forward(self, hidden, attention_mask=None, layer_cache=None):
@@ -110,13 +112,15 @@ class ParallelTransformerLayer(torch.nn.Module):
 
 
 def layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
-                  ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True, gelu="none"):
-    """ParallelTransformerLayer's keyword arguments for layer of a stack of num_layers (its output
-    projections are initialised with std / sqrt(2 x layers), as GPT-2's)."""
+                  ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True, gelu="none",
+                  scaled_output_init=True):
+    """ParallelTransformerLayer's keyword arguments for layer of a stack of num_layers (with
+    scaled_output_init its output projections are initialised with std / sqrt(2 x layers), as GPT-2's)."""
+    output_std = init_method_std / math.sqrt(2.0 * num_layers) if scaled_output_init else init_method_std
     return dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
                 ffn_hidden_size=ffn_hidden_size or 4 * hidden_size, attention_dropout=attention_dropout,
                 hidden_dropout=hidden_dropout, init_method=init_normal(init_method_std),
-                output_init_method=init_normal(init_method_std / math.sqrt(2.0 * num_layers)),
+                output_init_method=init_normal(output_std),
                 layernorm_epsilon=layernorm_epsilon, causal=causal, pre_layernorm=pre_layernorm, gelu=gelu)
 
 
@@ -126,7 +130,8 @@ class ParallelTransformer(torch.nn.Module):
 
     def __init__(self, num_layers, hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                  init_method_std, ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True,
-                 gelu="none", checkpoint_activations=False, checkpoint_num_layers=1, seed=None):
+                 gelu="none", checkpoint_activations=False, checkpoint_num_layers=1, seed=None,
+                 scaled_output_init=True):
         """seed: layer i is built under seeded(seed + i) (see `seeded`); None draws from torch as it is."""
         super().__init__()
         layers = []
@@ -134,9 +139,9 @@ class ParallelTransformer(torch.nn.Module):
             with seeded(None if seed is None else seed + number):
                 layers.append(ParallelTransformerLayer(**layer_options(
                     hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
-                    ffn_hidden_size, layernorm_epsilon, causal, pre_layernorm, gelu)))
+                    ffn_hidden_size, layernorm_epsilon, causal, pre_layernorm, gelu, scaled_output_init)))
         self.layers = torch.nn.ModuleList(layers)
-        self.final_layernorm = torch.nn.LayerNorm(hidden_size, eps=layernorm_epsilon) if pre_layernorm else None
+        self.final_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon) if pre_layernorm else None
         self.checkpoint_activations, self.checkpoint_num_layers = checkpoint_activations, checkpoint_num_layers
 
     def _run_layers(self, start, end):

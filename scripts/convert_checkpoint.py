@@ -61,6 +61,7 @@ def _gpt2_from_hf(config, hf_state, padded):
         raise ValueError(f"activation_function {config['activation_function']!r}: GPT2Model here uses gelu_new")
     state = gpt2_from_hf(hf_state, config["n_layer"], padded)
     shape = {"num_layers": config["n_layer"], "hidden_size": config["n_embd"], "num_attention_heads": config["n_head"],
+             "ffn_hidden_size": config.get("n_inner") or 4 * config["n_embd"],
              "max_position_embeddings": config["n_positions"],
              "layernorm_epsilon": config.get("layer_norm_epsilon", 1e-5), "model_type": "gpt2"}
     return state, shape
@@ -112,6 +113,7 @@ def _gpt2_to_hf(state, args):
     config = GPT2Config(vocab_size=args["text_vocab_size"], n_positions=state["position_embeddings"].size(0),
                         n_embd=state["position_embeddings"].size(1), n_layer=layers,
                         n_head=args["num_attention_heads"], layer_norm_epsilon=args.get("layernorm_epsilon", 1e-5),
+                        n_inner=state["transformer.layers.0.mlp.dense_h_to_4h.weight"].size(0),
                         activation_function="gelu_new", architectures=["GPT2LMHeadModel"])
     return config, hf_from_gpt2(state, layers, args["text_vocab_size"])
 

@@ -18,7 +18,7 @@ def _our_actions():
                 arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
                 arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
                 arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args,
-                arguments.add_evaluation_args, arguments.add_generation_args):
+                arguments.add_evaluation_args, arguments.add_generation_args, arguments.add_megatron_gpu_switches):
         add(parser)
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
