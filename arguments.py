@@ -325,6 +325,8 @@ def add_evaluation_args(parser):
                        help="wikitext: windows of --seq-length start this many tokens apart and score only "
                             "their new tokens (default: --seq-length, no overlap)")
     group.add_argument("--output-file", default=None, help="write the result as JSON here")
+    group.add_argument("--model-path", default=None,
+                       help="Megatron-LM v0's name for --load: a checkpoint directory or a transformers GPT-2 folder")
     return parser
 
 
@@ -354,6 +356,18 @@ def saved_tokenizer(saved_args):
         if saved_args.get(name) is not None:
             setattr(args, name, saved_args[name])
     return make_tokenizer_from_args(args)
+
+
+def tokenizer_problems(args, explicit):
+    """--tokenizer-model/--tokenizer-path name a SentencePiece model: with no --tokenizer-type they select
+    SentencePieceTokenizer (never GPT-2's BPE, the default); with another type they are an error."""
+    if args.tokenizer_path is None or args.tokenizer_type == "SentencePieceTokenizer":
+        return []
+    if "tokenizer_type" in explicit:
+        return [f"--tokenizer-model {args.tokenizer_path} is a SentencePiece model but --tokenizer-type is "
+                f"{args.tokenizer_type}: give --tokenizer-type SentencePieceTokenizer or drop --tokenizer-model"]
+    args.tokenizer_type = "SentencePieceTokenizer"
+    return []
 
 
 def add_all_args(parser):
@@ -395,7 +409,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
     problems = _iterations_from_samples(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
     problems += _warmup_fraction(args)
-    problems += check_args(args)
+    problems += check_args(args) + tokenizer_problems(args, args.explicit)
     if not bert:
         problems += [f"{flag} is BERT's (pretrain_bert.py); {why}" for flag, why in BERT_ONLY.items()
                      if flag[2:].replace("-", "_") in args.explicit]

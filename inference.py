@@ -9,6 +9,8 @@ loads at any tensor-parallel size (a checkpoint saved at this size without ZeRO-
 is read one file per rank); evaluation and generation run without pipeline stages.
 """
 
+import os
+
 import torch
 from deepspeed.accelerator import get_accelerator
 
@@ -17,6 +19,8 @@ from checkpointing import read_shard
 from data_utils.tokenization import make_tokenizer_from_args
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
 from model import GPT2Model
+from model.hf_folder import is_hf_folder, state_from_hf
+from model.tensor_parallel_state import split_state
 
 SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "max_position_embeddings",
                "layernorm_epsilon")
@@ -25,6 +29,14 @@ TOKENIZER_FLAGS = ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_path
 
 
 def _take_saved_flags(args, saved):
+    """The checkpoint's shape and tokenizer; a shape flag given that contradicts it is an error (its
+    weights would not load, or, for the heads, would load and compute something else)."""
+    for name in SHAPE_FLAGS:
+        given, held = getattr(args, name), saved.get(name)
+        if name in args.explicit and held is not None and given != held and name != "layernorm_epsilon":
+            raise UsageError(f"--{name.replace('_', '-')} {given} but the checkpoint at {args.load} has {held}: "
+                             "drop the flag (the shape is read from the checkpoint) or load the checkpoint it "
+                             "describes")
     for name in SHAPE_FLAGS + TOKENIZER_FLAGS:
         if name not in args.explicit and name in saved:
             setattr(args, name, saved[name])
@@ -44,19 +56,32 @@ def _dtype(args):
     return torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
 
 
+def _read_weights(args, rank, tensor_parallel):
+    """(this rank's state dict, the saved flags, tag) of --load: a checkpoint, or a transformers GPT-2
+    folder converted in memory (its vocab.json/merges.txt, if it has them, as the tokenizer)."""
+    if not is_hf_folder(args.load):
+        return read_shard(args.load, rank, tensor_parallel)
+    state, saved, _ = state_from_hf(args.load, tensor_parallel, args.make_vocab_size_divisible_by)
+    if os.path.isfile(os.path.join(args.load, "vocab.json")) and os.path.isfile(os.path.join(args.load, "merges.txt")):
+        saved.update(tokenizer_type="GPT2BPETokenizer", vocab_file=os.path.join(args.load, "vocab.json"),
+                     merge_file=os.path.join(args.load, "merges.txt"))
+    return split_state(state, tensor_parallel)[rank], saved, "transformers"
+
+
 def load_gpt2(args):
     """Start torch.distributed and mpu, then (model in eval mode on this rank's device with logits
-    gathered over the tensor-parallel group, tokenizer). Needs --load."""
+    gathered over the tensor-parallel group, tokenizer). Needs --load (a checkpoint directory or a
+    transformers GPT-2 folder)."""
     if not args.load:
         raise UsageError("--load CKPT_DIR is required: a checkpoint directory written by training or by "
-                         "scripts/convert_checkpoint.py")
+                         "scripts/convert_checkpoint.py, or a transformers GPT-2 folder")
     if args.pipe_parallel_size != 1:
         raise UsageError("--pipe-parallel-size: evaluation and generation run the whole model on each "
                          "tensor-parallel group; use --model-parallel-size (any checkpoint layout loads)")
     initialize_distributed(args)
     set_random_seed(args.seed)
     tensor_parallel = mpu.get_model_parallel_world_size()
-    state, saved, tag = read_shard(args.load, mpu.get_model_parallel_rank(), tensor_parallel)
+    state, saved, tag = _read_weights(args, mpu.get_model_parallel_rank(), tensor_parallel)
     if "tokentype_embeddings" in state:
         raise UsageError(f"--load {args.load}: a BERT checkpoint; evaluation and generation take GPT-2")
     _take_saved_flags(args, saved)

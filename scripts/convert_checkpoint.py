@@ -12,71 +12,25 @@ which transformers' GPT2LMHeadModel / BertForPreTraining.from_pretrained load.
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import saved_tokenizer  # noqa: E402
 from checkpointing import read_checkpoint, write_checkpoint  # noqa: E402
 from data_utils.hf_tokenizer import save_for_transformers  # noqa: E402
-from data_utils.tokenization import padded_vocab_size  # noqa: E402
-from model.bert_conversion import bert_from_hf, fill_missing_heads, hf_from_bert  # noqa: E402
-from model.gpt2_conversion import gpt2_from_hf, hf_from_gpt2  # noqa: E402
+from model.bert_conversion import hf_from_bert  # noqa: E402
+from model.gpt2_conversion import hf_from_gpt2  # noqa: E402
+from model.hf_folder import state_from_hf  # noqa: E402
 from model.tensor_parallel_state import split_state  # noqa: E402
 
 
-def _read_hf_state(directory):
-    safetensors_path = os.path.join(directory, "model.safetensors")
-    if os.path.isfile(safetensors_path):
-        from safetensors.torch import load_file
-        return load_file(safetensors_path)
-    binary = os.path.join(directory, "pytorch_model.bin")
-    if os.path.isfile(binary):
-        return torch.load(binary, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"--from-hf {directory}: no model.safetensors or pytorch_model.bin")
-
-
-def _bert_from_hf(config, hf_state, padded):
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"hidden_act {config['hidden_act']!r}: BertModel here uses exact gelu")
-    layers = config["num_hidden_layers"]
-    state = bert_from_hf(hf_state, layers, padded)
-    filled = fill_missing_heads(state, config["hidden_size"], padded, config["vocab_size"])
-    if filled:
-        print(f"no {', '.join(filled)} in the model: initialised fresh (an encoder-only model)")
-    shape = {"num_layers": layers, "hidden_size": config["hidden_size"],
-             "num_attention_heads": config["num_attention_heads"],
-             "max_position_embeddings": config["max_position_embeddings"],
-             "layernorm_epsilon": config["layer_norm_eps"], "model_type": "bert"}
-    return state, shape
-
-
-def _gpt2_from_hf(config, hf_state, padded):
-    if config.get("activation_function", "gelu_new") != "gelu_new":
-        raise ValueError(f"activation_function {config['activation_function']!r}: GPT2Model here uses gelu_new")
-    state = gpt2_from_hf(hf_state, config["n_layer"], padded)
-    shape = {"num_layers": config["n_layer"], "hidden_size": config["n_embd"], "num_attention_heads": config["n_head"],
-             "ffn_hidden_size": config.get("n_inner") or 4 * config["n_embd"],
-             "max_position_embeddings": config["n_positions"],
-             "layernorm_epsilon": config.get("layer_norm_epsilon", 1e-5), "model_type": "gpt2"}
-    return state, shape
-
-
 def from_hf(hf_dir, save_dir, model_parallel_size, divisible_by):
-    with open(os.path.join(hf_dir, "config.json")) as f:
-        config = json.load(f)
-    convert = {"bert": _bert_from_hf, "gpt2": _gpt2_from_hf}.get(config.get("model_type"))
-    if convert is None:
-        raise ValueError(f"--from-hf {hf_dir}: model_type {config.get('model_type')!r}; bert and gpt2 convert")
-    vocab = config["vocab_size"]
-    padded = padded_vocab_size(vocab, divisible_by, model_parallel_size)
-    state, args = convert(config, _read_hf_state(hf_dir), padded)
-    args.update(text_vocab_size=vocab, padded_vocab_size=padded)
+    state, args, config = state_from_hf(hf_dir, model_parallel_size, divisible_by)
+    vocab, padded = args["text_vocab_size"], args["padded_vocab_size"]
     save_dir = os.path.abspath(save_dir)  # the tokenizer paths recorded below must not depend on the cwd
     os.makedirs(save_dir, exist_ok=True)
     for name in TOKENIZER_FILES:

@@ -16,11 +16,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arguments import add_tokenizer_args  # noqa: E402
+from arguments import add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
 from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
-from data_utils.tokenization import make_tokenizer_from_args  # noqa: E402
+from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args  # noqa: E402
 
 
 class Encoder:
@@ -63,11 +63,53 @@ def get_args(argv=None):
                             "instead of stopping at the first one")
     group.add_argument("--workers", type=int, default=1, help="tokenizing processes")
     group.add_argument("--log-interval", type=int, default=10000, help="documents between progress lines")
+    nemo = parser.add_argument_group("NeMo's names (preprocess_data_for_megatron.py)")
+    nemo.add_argument("--tokenizer-library", choices=tuple(NEMO_LIBRARIES), default=None,
+                      help="megatron: --tokenizer-type is ours; sentencepiece: --tokenizer-model; huggingface: "
+                           f"--tokenizer-type one of {', '.join(HF_NAMES)} (offline)")
+    nemo.add_argument("--dataset-impl", choices=("mmap",), default="mmap",
+                      help="the .bin/.idx written is always Megatron's mmap format")
+    nemo.add_argument("--vocab", dest="vocab_file", default=argparse.SUPPRESS, help="--vocab-file")
     add_tokenizer_args(parser)
+    next(a for a in parser._actions if a.dest == "tokenizer_type").choices = None  # checked below, with HF names
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    explicit = explicit_flags(parser, argv)
+    problems = _nemo_tokenizer(args, explicit) or tokenizer_problems(args, explicit)
+    if problems:
+        parser.error(problems[0])
     return args
+
+
+# NeMo's --tokenizer-library: the tokenizer types each one takes here.
+NEMO_LIBRARIES = {"megatron": TOKENIZER_TYPES + ("BertWordPieceTokenizer",), "sentencepiece": ("SentencePieceTokenizer",),
+                  "huggingface": ()}
+# transformers' tokenizer names that mean one of ours, with the same ids, offline.
+HF_NAMES = {"gpt2": ("GPT2BPETokenizer", None), "bert-base-uncased": ("BertWordPieceTokenizer", "bert-base-uncased"),
+            "bert-large-uncased": ("BertWordPieceTokenizer", "bert-large-uncased")}
+
+
+def _nemo_tokenizer(args, explicit):
+    """Our tokenizer flags from NeMo's --tokenizer-library (and --tokenizer-type's HF names); a problem line or []."""
+    library = args.tokenizer_library
+    if library == "sentencepiece":
+        if "tokenizer_type" in explicit and args.tokenizer_type != "SentencePieceTokenizer":
+            return [f"--tokenizer-library sentencepiece with --tokenizer-type {args.tokenizer_type}: drop one"]
+        if args.tokenizer_path is None:
+            return ["--tokenizer-library sentencepiece needs --tokenizer-model (a .model file)"]
+        args.tokenizer_type = "SentencePieceTokenizer"
+    elif library == "huggingface":
+        if args.tokenizer_type not in HF_NAMES:
+            return [f"--tokenizer-library huggingface --tokenizer-type {args.tokenizer_type}: offline this takes "
+                    f"{', '.join(HF_NAMES)}; for another, use its files with --tokenizer-library megatron"]
+        args.tokenizer_type, model_type = HF_NAMES[args.tokenizer_type]
+        args.tokenizer_model_type = args.tokenizer_model_type or model_type
+    elif args.tokenizer_type not in NEMO_LIBRARIES["megatron"]:
+        return [f"--tokenizer-type {args.tokenizer_type}: choose one of {', '.join(NEMO_LIBRARIES['megatron'])} "
+                "(a transformers name with --tokenizer-library huggingface)"]
+    return []
 
 
 def _progress(documents, total_bytes, started, final=False):

@@ -3,10 +3,12 @@
 
     python scripts/run_gpt2_eval.py --load CKPT_DIR --data-path wiki.test.tokens --overlapping-eval 32
     python scripts/run_gpt2_eval.py --load CKPT_DIR --data-path lambada_test.jsonl --cloze-eval [--strict-lambada]
+    python scripts/run_gpt2_eval.py --model-path HF_GPT2_DIR --data-path wiki.test.tokens   # a transformers folder
     deepspeed --num_gpus 2 scripts/run_gpt2_eval.py --load CKPT_DIR --model-parallel-size 2 --data-path ...
 
 The model's shape and tokenizer are read from the checkpoint (any ZeRO stage, any tensor-parallel
-size; flags override them where given); --seq-length defaults to the model's positions. One summary
+size) or the transformers folder; shape flags given (Megatron-LM v0's command lines carry them) must
+agree with it, tokenizer flags override it; --seq-length defaults to the model's positions. One summary
 line is printed:
 
     wikitext | loss X | ppl Y | adjusted ppl Z | tokens N | words M
@@ -80,6 +82,9 @@ def evaluate(args):
                          "or for --webtext-eval a loose-JSON file or .bin/.idx prefix)")
     if args.strict_lambada and not args.cloze_eval:
         raise UsageError("--strict-lambada changes how --cloze-eval scores: add --cloze-eval")
+    if args.model_path and args.load and args.model_path != args.load:
+        raise UsageError("--model-path and --load name two models: give one")
+    args.load = args.load or args.model_path
     model, tokenizer = load_gpt2(args)
     task = lambada if args.cloze_eval else webtext if args.webtext_eval else wikitext
     result = task(args, model, tokenizer, args.data_path[0])
