@@ -154,7 +154,7 @@ def test_bad_input_is_one_clear_error(files, tmp_path):
              "--seq-length 64 is longer than the model's 32 positions": ["--load", files["trained"], "--seq-length", "64"]
              + wiki,
              "--strict-lambada changes how --cloze-eval scores": ["--load", files["trained"], "--strict-lambada"] + wiki,
-             "do not fit the model the flags describe": ["--load", files["trained"], "--num-layers", "3"] + wiki}
+             "--num-layers 3 but the checkpoint at": ["--load", files["trained"], "--num-layers", "3"] + wiki}
     messages = run_distributed(1, _errors, list(cases.values()))[0]
     for (expected_text, _), message in zip(cases.items(), messages):
         assert message and expected_text in message, (expected_text, message)
