@@ -11,6 +11,8 @@ import os
 import sys
 
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args
+from model.architecture import (ACTIVATIONS, ARCHITECTURE_FLAGS, NORMALIZATIONS, POSITION_EMBEDDING_TYPES,
+                                parse_attention_types)
 
 # --model-size presets: (layers, hidden, heads); flags given explicitly win.
 MODEL_SIZES = {
@@ -23,7 +25,18 @@ MODEL_SIZES = {
     "gpt2-1.5b": (48, 1600, 25),
     "bert-base": (12, 768, 12),
     "bert-large": (24, 1024, 16),
+    "gpt-neo-125m": (12, 768, 12),
+    "gpt-neo-1.3b": (24, 2048, 16),
+    "gpt-neo-2.7b": (32, 2560, 20),
+    "pythia-160m": (12, 768, 12),
+    "gpt-neox-20b": (44, 6144, 64),
 }
+# The GPT-Neo / GPT-NeoX presets also set the architecture (flags given explicitly win).
+_NEO = {"attention_types": "global local", "attention_window": 256, "no_attention_scaling": True, "no_qkv_bias": True}
+_NEOX = {"position_embedding_type": "rotary", "rotary_pct": 0.25, "activation": "gelu", "parallel_residual": True,
+         "untie_embeddings": True}
+ARCHITECTURE_PRESETS = {"gpt-neo-125m": _NEO, "gpt-neo-1.3b": _NEO, "gpt-neo-2.7b": _NEO, "pythia-160m": _NEOX,
+                        "gpt-neox-20b": {**_NEOX, "ffn_hidden_size": 24576}}
 
 # Megatron-LM v0 flags whose behaviour is always on here: accepted, and --help says so.
 ACCEPTED_AS_DEFAULT = {
@@ -34,8 +47,8 @@ ACCEPTED_AS_DEFAULT = {
 REFUSED_GPU_SWITCHES = {
     "--no-masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention, which picks "
                                   "its fused kernel itself; there is no separate masked-softmax kernel to turn off",
-    "--masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention (fused where the device has "
-                               "a kernel); there is nothing to turn on",
+    "--masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention (fused where the "
+                               "device has a kernel); there is nothing to turn on",
     "--no-bias-gelu-fusion": "bias and GeLU are not fused by a custom kernel here; there is nothing to turn off",
     "--bias-gelu-fusion": "bias and GeLU are not fused by a custom kernel here; there is nothing to turn on",
     "--no-bias-dropout-fusion": "bias, dropout and residual are not fused by a custom kernel here",
@@ -86,6 +99,36 @@ def add_model_args(parser):
                        help="learned positions (default: --seq-length)")
     group.add_argument("--ffn-hidden-size", type=int, default=None, help="MLP inner size (default: 4 x --hidden-size)")
     group.add_argument("--layernorm-epsilon", type=float, default=1e-5)
+    return parser
+
+
+def add_architecture_args(parser):
+    group = parser.add_argument_group("architecture (GPT-Neo, GPT-NeoX; the defaults are GPT-2's)")
+    group.add_argument("--attention-types", default="global",
+                       help="per layer, cycled: words (\"global local\") or GPT-Neo's [[[\"global\",\"local\"],12]]; "
+                            "global: dense causal, local: causal within --attention-window, linear: GPT-Neo's causal "
+                            "linear attention")
+    group.add_argument("--attention-window", type=int, default=256, help="local layers: positions a query sees")
+    group.add_argument("--no-attention-scaling", action="store_true",
+                       help="attention scores not divided by sqrt(head size) (GPT-Neo)")
+    group.add_argument("--position-embedding-type", choices=POSITION_EMBEDDING_TYPES, default="learned",
+                       help="learned (GPT-2), rotary (GPT-NeoX), alibi, axial (GPT-Neo), none")
+    group.add_argument("--rotary-pct", type=float, default=1.0, help="share of each head's dimensions rotated")
+    group.add_argument("--rotary-emb-base", type=float, default=10000.0, help="rotary frequencies' base")
+    group.add_argument("--axial-pos-shape", type=int, nargs=2, default=None,
+                       help="axial positions: two factors whose product covers --max-position-embeddings")
+    group.add_argument("--activation", choices=ACTIVATIONS, default="gelu_tanh",
+                       help="MLP activation; swiglu, geglu and mlp_glu (GPT-Neo's) are gated (value x act(gate))")
+    group.add_argument("--normalization", choices=NORMALIZATIONS, default="layernorm")
+    group.add_argument("--rezero", action="store_true",
+                       help="x + g f(x), g a learned scalar from 0, no norms in blocks")
+    group.add_argument("--parallel-residual", action="store_true",
+                       help="x + attention(norm1(x)) + mlp(norm2(x)) (GPT-J, GPT-NeoX)")
+    group.add_argument("--no-bias", action="store_true", help="linear layers without biases")
+    group.add_argument("--no-qkv-bias", action="store_true",
+                       help="query/key/value projections without biases (GPT-Neo)")
+    group.add_argument("--untie-embeddings", action="store_true",
+                       help="a separate output embedding (GPT-NeoX's embed_out) instead of the input embedding's")
     return parser
 
 
@@ -163,7 +206,8 @@ def add_learning_rate_args(parser):
                        help="samples to decay over: --lr-decay-iters = samples // global batch")
     group.add_argument("--min-lr", type=float, default=0.0, help="the decay stops here")
     group.add_argument("--warmup", "--lr-warmup-fraction", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
-    group.add_argument("--lr-warmup-iters", type=int, default=None, help="iterations of linear warmup (instead of --warmup)")
+    group.add_argument("--lr-warmup-iters", type=int, default=None,
+                       help="iterations of linear warmup (instead of --warmup)")
     group.add_argument("--lr-warmup-samples", type=int, default=None,
                        help="samples of linear warmup: iterations = samples / global batch (instead of --warmup)")
     group.add_argument("--override-lr-scheduler", action="store_true",
@@ -371,9 +415,10 @@ def tokenizer_problems(args, explicit):
 
 
 def add_all_args(parser):
-    for add in (add_model_args, add_regularization_args, add_training_args, add_initialization_args,
-                add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args, add_distributed_args,
-                add_validation_args, add_data_args, add_bert_args, add_tokenizer_args, add_megatron_gpu_switches):
+    for add in (add_model_args, add_architecture_args, add_regularization_args, add_training_args,
+                add_initialization_args, add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args,
+                add_distributed_args, add_validation_args, add_data_args, add_bert_args, add_tokenizer_args,
+                add_megatron_gpu_switches):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)
@@ -405,6 +450,9 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
     args.num_layers = args.num_layers or layers
     args.hidden_size = args.hidden_size or hidden
     args.num_attention_heads = args.num_attention_heads or heads
+    for name, value in ARCHITECTURE_PRESETS.get(args.model_size, {}).items():
+        if name not in args.explicit:
+            setattr(args, name, value)
     args.max_position_embeddings = args.max_position_embeddings or args.seq_length
     problems = _iterations_from_samples(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
@@ -413,6 +461,9 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
     if not bert:
         problems += [f"{flag} is BERT's (pretrain_bert.py); {why}" for flag, why in BERT_ONLY.items()
                      if flag[2:].replace("-", "_") in args.explicit]
+    else:
+        problems += [f"--{name.replace('_', '-')} is for the GPT family (pretrain_gpt2.py); BERT takes --activation"
+                     for name in ARCHITECTURE_FLAGS if name in args.explicit and name != "activation"]
     if problems:
         parser.exit(2, "".join(f"{parser.prog}: error: {problem}\n" for problem in problems))
     return args
@@ -457,6 +508,33 @@ def _warmup_fraction(args):
     if iterations is not None:
         args.warmup = iterations / args.lr_decay_iters
     return []
+
+
+def _architecture_problems(args):
+    problems = []
+    try:
+        types = parse_attention_types(args.attention_types, args.num_layers)
+    except ValueError as error:
+        return [str(error)]
+    axial = args.axial_pos_shape
+    if args.position_embedding_type == "axial" and (not axial or axial[0] * axial[1] < args.max_position_embeddings):
+        problems.append(f"--position-embedding-type axial needs --axial-pos-shape A B with A x B >= "
+                        f"--max-position-embeddings {args.max_position_embeddings}")
+    if axial and args.position_embedding_type != "axial":
+        problems.append("--axial-pos-shape is for --position-embedding-type axial")
+    head_dim = args.hidden_size // args.num_attention_heads
+    if args.position_embedding_type == "rotary" and (int(head_dim * args.rotary_pct) < 2 or
+                                                      int(head_dim * args.rotary_pct) % 2):
+        problems.append(f"--rotary-pct {args.rotary_pct} of a head's {head_dim} dimensions is "
+                        f"{int(head_dim * args.rotary_pct)}: rotary needs an even number, at least 2")
+    if "linear" in types and args.reset_attention_mask:
+        problems.append("--reset-attention-mask with linear attention layers: they keep no mask")
+    if "local" in types and args.attention_window < 1:
+        problems.append(f"--attention-window {args.attention_window}: a local layer sees at least one position")
+    if args.pipe_parallel_size > 1 and (args.untie_embeddings or args.position_embedding_type == "axial"):
+        problems.append(f"--{'untie-embeddings' if args.untie_embeddings else 'position-embedding-type axial'} has "
+                        "no pipeline form yet: train without --pipe-parallel-size")
+    return problems
 
 
 def check_args(args):
@@ -509,6 +587,7 @@ def check_args(args):
         problems.append(f"--{ds_only[0].replace('_', '-')} needs --deepspeed-activation-checkpointing")
     if args.deepspeed_activation_checkpointing and not args.checkpoint_activations:
         problems.append("--deepspeed-activation-checkpointing needs --checkpoint-activations")
+    problems += _architecture_problems(args)
     if args.use_tfrecords:
         if not args.train_data or args.data_path or args.valid_data or args.test_data:
             problems.append("--use-tfrecords reads the TFRecord files given as --train-data (split by --split); "

@@ -19,6 +19,7 @@ from checkpointing import read_shard
 from data_utils.tokenization import make_tokenizer_from_args
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
 from model import GPT2Model
+from model.architecture import ARCHITECTURE_FLAGS, architecture_from_args
 from model.hf_folder import is_hf_folder, state_from_hf
 from model.tensor_parallel_state import split_state
 
@@ -37,7 +38,7 @@ def _take_saved_flags(args, saved):
             raise UsageError(f"--{name.replace('_', '-')} {given} but the checkpoint at {args.load} has {held}: "
                              "drop the flag (the shape is read from the checkpoint) or load the checkpoint it "
                              "describes")
-    for name in SHAPE_FLAGS + TOKENIZER_FLAGS:
+    for name in SHAPE_FLAGS + TOKENIZER_FLAGS + ARCHITECTURE_FLAGS:
         if name not in args.explicit and name in saved:
             setattr(args, name, saved[name])
     if "seq_length" not in args.explicit:
@@ -94,7 +95,7 @@ def load_gpt2(args):
                       num_attention_heads=args.num_attention_heads, max_sequence_length=args.max_position_embeddings,
                       embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0,
                       layernorm_epsilon=args.layernorm_epsilon, ffn_hidden_size=args.ffn_hidden_size,
-                      parallel_output=False)
+                      architecture=architecture_from_args(args), parallel_output=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

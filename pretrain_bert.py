@@ -20,7 +20,7 @@ from data_utils.tfrecord_dataset import build_tfrecord_datasets
 from model import BertModel
 
 BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random"]
-DEFAULTS = {"tokenizer_type": "SentencePieceTokenizer", "layernorm_epsilon": 1e-12}
+DEFAULTS = {"tokenizer_type": "SentencePieceTokenizer", "layernorm_epsilon": 1e-12, "activation": "gelu"}
 
 
 def model_provider(args, tokenizer):
@@ -32,7 +32,7 @@ def model_provider(args, tokenizer):
                      pre_layernorm=args.bert_pre_layernorm, checkpoint_activations=args.checkpoint_activations,
                      checkpoint_num_layers=args.checkpoint_num_layers, ffn_hidden_size=args.ffn_hidden_size,
                      deep_init=args.deep_init, fp32_embedding=args.fp32_embedding,
-                     fp32_tokentypes=args.fp32_tokentypes)
+                     fp32_tokentypes=args.fp32_tokentypes, activation=args.activation)
 
 
 def datasets_provider(args, tokenizer, num_samples):

@@ -16,6 +16,7 @@ import training
 from arguments import get_args
 from data_utils.gpt2_dataset import build_gpt2_datasets
 from model import GPT2Model, gpt2_pipeline, language_model_loss
+from model.architecture import architecture_from_args
 from model.documents import document_attention_mask, document_ids, document_position_ids
 
 
@@ -26,7 +27,8 @@ def model_provider(args, tokenizer):
                  embedding_dropout=args.hidden_dropout, attention_dropout=args.attention_dropout,
                  hidden_dropout=args.hidden_dropout, init_method_std=args.init_method_std,
                  layernorm_epsilon=args.layernorm_epsilon, checkpoint_activations=args.checkpoint_activations,
-                 checkpoint_num_layers=args.checkpoint_num_layers, seed=args.seed, ffn_hidden_size=args.ffn_hidden_size)
+                 checkpoint_num_layers=args.checkpoint_num_layers, seed=args.seed, ffn_hidden_size=args.ffn_hidden_size,
+                 architecture=architecture_from_args(args))
     if args.pipe_parallel_size > 1:
         return gpt2_pipeline(**shape, partition_method=args.pipe_partition_method, text_vocab_size=tokenizer.vocab_size)
     return GPT2Model(**shape)

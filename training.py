@@ -31,7 +31,7 @@ from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
-from model.layernorm import compute_layernorms_in_fp32
+from model.normalization import compute_layernorms_in_fp32
 
 
 def param_groups(model):

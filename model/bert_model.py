@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import mpu
 
-from .layernorm import LayerNorm
+from .architecture import Architecture
+from .normalization import LayerNorm
 from .transformer import ParallelTransformer, init_normal
 
 
@@ -23,7 +24,7 @@ class BertModel(torch.nn.Module):
                  num_tokentypes=2, embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1,
                  init_method_std=0.02, layernorm_epsilon=1e-12, pre_layernorm=False, ffn_hidden_size=None,
                  checkpoint_activations=False, checkpoint_num_layers=1, add_binary_head=True, parallel_output=True,
-                 deep_init=False, fp32_embedding=False, fp32_tokentypes=False):
+                 deep_init=False, fp32_embedding=False, fp32_tokentypes=False, activation="gelu"):
         """deep_init: output layers initialised with std / sqrt(2 x layers) (Megatron-LM v0's --deep-init);
         fp32_embedding / fp32_tokentypes: the embedding sum (and its LayerNorm) / the token-type term are
         computed in fp32 under bf16/fp16, then cast to the model's dtype (v0's flags of those names)."""
@@ -42,6 +43,7 @@ class BertModel(torch.nn.Module):
                                                hidden_dropout, init_method_std, ffn_hidden_size=ffn_hidden_size,
                                                layernorm_epsilon=layernorm_epsilon, causal=False,
                                                pre_layernorm=pre_layernorm, scaled_output_init=deep_init,
+                                               architecture=Architecture(activation=activation),
                                                checkpoint_activations=checkpoint_activations,
                                                checkpoint_num_layers=checkpoint_num_layers)
         self.pooler = _Linear(hidden_size, hidden_size, init)

@@ -1,15 +1,19 @@
-"""GPT-2 built from mpu layers: learned positions, pre-LayerNorm blocks, output tied to the input embedding.
+"""GPT-2 built from mpu layers: pre-norm blocks, positions, output tied to the input embedding; with an
+Architecture (model/architecture.py) the same model is GPT-Neo or GPT-NeoX.
 
 Given a seed, its parts are built under seeds in the order of its pipeline form (model/gpt2_pipeline.py):
-word embeddings seed, positions seed + 1, transformer layer i seed + 2 + i; so GPT2Model(seed=s) and
-the pipeline model with seed s hold the same weights.
+word embeddings seed, positions seed + 1, transformer layer i seed + 2 + i, an untied output embedding
+seed + 3 + layers; so GPT2Model(seed=s) and the pipeline model with seed s hold the same weights.
 """
 
 import deepspeed
 import torch
+import torch.nn.functional as F
 
 import mpu
 
+from .architecture import Architecture
+from .positions import axial_positions
 from .transformer import ParallelTransformer, init_normal, seeded
 
 
@@ -20,25 +24,44 @@ class GPT2Model(torch.nn.Module):
     def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
                  embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                  layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                 parallel_output=True, seed=None, ffn_hidden_size=None):
+                 parallel_output=True, seed=None, ffn_hidden_size=None, architecture=Architecture()):
         super().__init__()
-        self.parallel_output = parallel_output
+        self.parallel_output, self.architecture = parallel_output, architecture
         self.max_sequence_length = max_sequence_length
         init = init_normal(init_method_std)
         with seeded(seed):
             self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
-        # a parameter of this module, not an nn.Embedding: under ZeRO-3 a submodule's parameters are
+        # parameters of this module, not nn.Embedding submodules: under ZeRO-3 a submodule's parameters are
         # partitioned as soon as the submodule is built, too early to initialise them here
         with seeded(None if seed is None else seed + 1):
-            self.position_embeddings = torch.nn.Parameter(init(torch.empty(max_sequence_length, hidden_size)))
+            if architecture.learned_positions:
+                self.position_embeddings = torch.nn.Parameter(init(torch.empty(max_sequence_length, hidden_size)))
+            elif architecture.position_embedding_type == "axial":
+                first, second = architecture.axial_pos_shape
+                self.axial_position_embeddings_1 = torch.nn.Parameter(init(torch.empty(first, hidden_size)))
+                self.axial_position_embeddings_2 = torch.nn.Parameter(init(torch.empty(second, hidden_size)))
         self.embedding_dropout = torch.nn.Dropout(embedding_dropout)
-        deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
         self.transformer = ParallelTransformer(num_layers, hidden_size, num_attention_heads, attention_dropout,
                                                hidden_dropout, init_method_std, ffn_hidden_size=ffn_hidden_size,
-                                               layernorm_epsilon=layernorm_epsilon, causal=True, pre_layernorm=True, gelu="tanh",
+                                               layernorm_epsilon=layernorm_epsilon, causal=True, pre_layernorm=True,
+                                               architecture=architecture,
                                                checkpoint_activations=checkpoint_activations,
                                                checkpoint_num_layers=checkpoint_num_layers,
                                                seed=None if seed is None else seed + 2)
+        if architecture.untie_embeddings:
+            with seeded(None if seed is None else seed + 3 + num_layers):
+                self.output_embeddings = mpu.ColumnParallelLinear(hidden_size, vocab_size, bias=False,
+                                                                  gather_output=False, init_method=init)
+        else:
+            deepspeed.zero.register_external_parameter(self, self.word_embeddings.weight)  # tied output (ZeRO-3)
+
+    def _positions(self, position_ids, end):
+        if self.architecture.learned_positions:
+            return F.embedding(position_ids, self.position_embeddings)
+        if self.architecture.position_embedding_type == "axial":
+            table = axial_positions(self.axial_position_embeddings_1, self.axial_position_embeddings_2, end)
+            return F.embedding(position_ids, table)
+        return None  # rotary and ALiBi act inside attention; none has no positions
 
     def forward(self, tokens, position_ids=None, cache=None, attention_mask=None):
         """cache: a model.KVCache holding the positions before `tokens` (generation); it is extended
@@ -51,12 +74,14 @@ class GPT2Model(torch.nn.Module):
                              f"{self.max_sequence_length}")
         if position_ids is None:
             position_ids = torch.arange(past, end, device=tokens.device).unsqueeze(0)
-        positions = torch.nn.functional.embedding(position_ids, self.position_embeddings)
-        hidden = self.embedding_dropout(self.word_embeddings(tokens) + positions)
-        hidden = self.transformer(hidden, attention_mask=attention_mask, cache=cache)
+        hidden = self.word_embeddings(tokens)
+        positions = self._positions(position_ids, end)
+        hidden = self.embedding_dropout(hidden if positions is None else hidden + positions)
+        hidden = self.transformer(hidden, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
         if cache is not None:
             cache.advance(tokens.size(1))
-        logits = torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
+        output = self.output_embeddings.weight if self.architecture.untie_embeddings else self.word_embeddings.weight
+        logits = F.linear(mpu.copy_to_model_parallel_region(hidden), output)
         return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)
 
 

@@ -23,7 +23,8 @@ from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 import mpu
 
 from .gpt2_model import language_model_loss
-from .layernorm import LayerNorm
+from .architecture import Architecture
+from .normalization import NORMS
 from .transformer import ParallelTransformerLayer, init_normal, layer_options, seeded
 
 
@@ -42,14 +43,22 @@ class WordEmbeddingPipe(torch.nn.Module):
 
 
 class PositionEmbeddingPipe(torch.nn.Module):
-    def __init__(self, max_sequence_length, hidden_size, init_method_std, dropout):
+    """Learned positions and the embedding dropout; dropout alone where positions act inside attention
+    (rotary, ALiBi) or there are none."""
+
+    def __init__(self, max_sequence_length, hidden_size, init_method_std, dropout, learned=True):
         super().__init__()
-        self.position_embeddings = torch.nn.Parameter(
-            init_normal(init_method_std)(torch.empty(max_sequence_length, hidden_size)))
+        if learned:
+            self.position_embeddings = torch.nn.Parameter(
+                init_normal(init_method_std)(torch.empty(max_sequence_length, hidden_size)))
+        else:
+            self.position_embeddings = None
         self.dropout = torch.nn.Dropout(dropout)
 
     def forward(self, embeddings):
-        return self.dropout(embeddings + self.position_embeddings[:embeddings.size(1)].unsqueeze(0))
+        if self.position_embeddings is not None:
+            embeddings = embeddings + self.position_embeddings[:embeddings.size(1)].unsqueeze(0)
+        return self.dropout(embeddings)
 
 
 class _SeededBuild:
@@ -79,19 +88,22 @@ def _logits(module, hidden):
 def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length, seed,
                   embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                   layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                  partition_method="parameters", text_vocab_size=None, ffn_hidden_size=None):
+                  partition_method="parameters", text_vocab_size=None, ffn_hidden_size=None,
+                  architecture=Architecture()):
     """The PipelineModule over mpu's groups: input tokens, labels (labels, loss mask, loss tokens),
-    model.language_model_loss (text_vocab_size: the real vocabulary, rows above it are padding)."""
+    model.language_model_loss (text_vocab_size: the real vocabulary, rows above it are padding). Axial
+    positions and an untied output embedding have no pipeline form (arguments.py refuses them)."""
     options = layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout,
                             init_method_std, ffn_hidden_size, layernorm_epsilon=layernorm_epsilon, causal=True,
-                            pre_layernorm=True, gelu="tanh")
+                            pre_layernorm=True, architecture=architecture)
     embedding = ("embed", WordEmbeddingPipe, vocab_size, hidden_size, init_method_std)
     tied = {"tied_weight_attr": "word_embeddings.weight"}
     layers = [(_SeededTiedLayerSpec, embedding, tied),
               (_SeededLayerSpec, (PositionEmbeddingPipe, max_sequence_length, hidden_size, init_method_std,
-                                  embedding_dropout), {}),
-              *[(_SeededLayerSpec, (ParallelTransformerLayer,), options)] * num_layers,
-              (_SeededLayerSpec, (LayerNorm, hidden_size), {"eps": layernorm_epsilon}),
+                                  embedding_dropout, architecture.learned_positions), {}),
+              *[(_SeededLayerSpec, (ParallelTransformerLayer,), {**options, "attention_type": architecture.attention_type(i)})
+                for i in range(num_layers)],
+              (_SeededLayerSpec, (NORMS[architecture.normalization], hidden_size), {"eps": layernorm_epsilon}),
               (_SeededTiedLayerSpec, embedding, {**tied, "forward_fn": _logits})]
     specs = [spec(*args, **kwargs).seeded_with(seed + index) for index, (spec, args, kwargs) in enumerate(layers)]
     topology = PipeModelDataParallelTopology(num_pp=mpu.get_pipeline_model_parallel_world_size(),

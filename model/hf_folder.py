@@ -11,6 +11,7 @@ from data_utils.tokenization import padded_vocab_size
 
 from .bert_conversion import bert_from_hf, fill_missing_heads
 from .gpt2_conversion import gpt2_from_hf
+from .neo_conversion import gpt_neo_from_hf, gpt_neox_from_hf
 
 
 def is_hf_folder(directory):
@@ -59,9 +60,11 @@ def state_from_hf(directory, model_parallel_size, divisible_by):
     model_parallel_size as training pads it."""
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
-    convert = {"bert": _bert_from_hf, "gpt2": _gpt2_from_hf}.get(config.get("model_type"))
+    convert = {"bert": _bert_from_hf, "gpt2": _gpt2_from_hf, "gpt_neo": gpt_neo_from_hf,
+               "gpt_neox": gpt_neox_from_hf}.get(config.get("model_type"))
     if convert is None:
-        raise ValueError(f"{directory}: model_type {config.get('model_type')!r}; bert and gpt2 convert")
+        raise ValueError(f"{directory}: model_type {config.get('model_type')!r}; bert, gpt2, gpt_neo and gpt_neox "
+                         "convert")
     vocab = config["vocab_size"]
     padded = padded_vocab_size(vocab, divisible_by, model_parallel_size)
     state, args = convert(config, read_hf_state(directory), padded)

@@ -1,21 +1,25 @@
 """Split a full (TP=1) state dict into tensor-parallel shards and merge shards back, by parameter name.
 
-The rules mirror mpu's layers as model/ uses them: the vocabulary (word embeddings, the masked-LM
-bias) and column-parallel weights are split along dim 0, row-parallel weights along dim 1, and the
-fused QKV projection along dim 0 with stride 3 (each rank holds its q, k and v heads). Everything else
-is replicated.
+The rules mirror mpu's layers as model/ uses them: the vocabulary (word embeddings, an untied output
+embedding, the masked-LM bias) and column-parallel weights are split along dim 0, row-parallel weights
+along dim 1, the fused QKV projection along dim 0 with stride 3 (each rank holds its q, k and v heads)
+and a gated MLP's projection with stride 2 (each rank holds value and gate of its columns). Everything
+else is replicated.
 """
 
 import torch
 
 _RULES = (  # (name suffix, dim, stride)
     ("word_embeddings.weight", 0, 1),
+    ("output_embeddings.weight", 0, 1),
     ("lm_bias", 0, 1),
     ("query_key_value.weight", 0, 3),
     ("query_key_value.bias", 0, 3),
     ("attention.dense.weight", 1, 1),
     ("dense_h_to_4h.weight", 0, 1),
     ("dense_h_to_4h.bias", 0, 1),
+    ("gated_h_to_4h.weight", 0, 2),
+    ("gated_h_to_4h.bias", 0, 2),
     ("dense_4h_to_h.weight", 1, 1),
 )
 

@@ -1,10 +1,17 @@
-"""A tensor-parallel transformer: self-attention and MLP split across ranks as in Megatron-LM.
+"""A tensor-parallel transformer: self-attention and MLP split across ranks as in Megatron-LM, with the
+GPT-Neo / GPT-NeoX choices of model.architecture.Architecture.
 
 Attention heads are split across tensor-parallel ranks (the fused QKV projection is a
 ColumnParallelLinear with stride 3, so rank r holds q, k and v of its heads); the MLP's first
 projection is split by columns and its second by rows, so each block needs one all-reduce forward
-and one backward. Dropout on partitioned activations (attention probabilities) draws from the
+and one backward. A gated MLP (GLU) projects to value and gate with stride 2, so each rank holds both
+halves of its columns. Dropout on partitioned activations (attention probabilities) draws from the
 model-parallel RNG stream; dropout on replicated activations from the default one.
+
+Attention per layer is global (dense causal), local (causal within the last `attention_window`
+positions, GPT-Neo's) or linear (GPT-Neo's causal linear attention: softmax feature map on queries,
+exp on keys, running sums). Positions enter attention as rotary embeddings or ALiBi biases when the
+architecture says so (model/positions.py); the embedding-level kinds (learned, axial) live in the model.
 """
 
 import contextlib
@@ -15,7 +22,12 @@ import torch.nn.functional as F
 
 import mpu
 
-from .layernorm import LayerNorm
+from .architecture import GLU_ACTIVATIONS, Architecture
+from .normalization import make_norm
+from .positions import alibi_bias, alibi_slopes, apply_rotary, rotary_cos_sin, rotary_dims
+
+ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu,
+                        "silu": F.silu, "selu": F.selu}
 
 
 def init_normal(std):
@@ -37,91 +49,170 @@ def seeded(seed):
         yield
 
 
+def causal_linear_attention(q, k, v, eps=1e-6):
+    """GPT-Neo's causal linear attention over [batch, heads, seq, dim]: position t reads
+    sum_i softmax(q_t)_i x (sum_{s<=t} exp(k_s,i) v_s) / (sum_{s<=t} exp(k_s,i) + eps). Keys are shifted by
+    their maximum m over the sequence before exp, and eps by exp(-m), which changes nothing but keeps exp
+    from overflowing."""
+    q = torch.softmax(q.float(), dim=-1)
+    shift = k.float().amax(dim=2, keepdim=True)
+    k = torch.exp(k.float() - shift)
+    context = torch.cumsum(k.unsqueeze(-1) * v.float().unsqueeze(-2), dim=2)
+    context = context / (torch.cumsum(k, dim=2) + eps * torch.exp(-shift)).unsqueeze(-1)
+    return torch.einsum("bhsi,bhsio->bhso", q, context).to(v.dtype)
+
+
 class ParallelSelfAttention(torch.nn.Module):
     def __init__(self, hidden_size, num_attention_heads, attention_dropout, output_dropout, init_method,
-                 output_init_method, causal):
+                 output_init_method, causal, architecture=Architecture(), attention_type="global"):
         super().__init__()
         world_size = mpu.get_model_parallel_world_size()
         self.head_dim = mpu.divide(hidden_size, num_attention_heads, "--hidden-size by --num-attention-heads")
         self.heads_here = mpu.divide(num_attention_heads, world_size,
                                      "--num-attention-heads by --model-parallel-size")
         self.causal, self.attention_dropout = causal, attention_dropout
+        self.attention_type, self.window = attention_type, architecture.attention_window
+        self.scale = None if architecture.scale_attention else 1.0
+        self.rotary = (rotary_dims(self.head_dim, architecture.rotary_pct), architecture.rotary_emb_base) \
+            if architecture.position_embedding_type == "rotary" else None
+        if architecture.position_embedding_type == "alibi":
+            first = mpu.get_model_parallel_rank() * self.heads_here
+            self.register_buffer("alibi_slopes", alibi_slopes(num_attention_heads)[first:first + self.heads_here],
+                                 persistent=False)
+        else:
+            self.alibi_slopes = None
         self.query_key_value = mpu.ColumnParallelLinear(hidden_size, 3 * hidden_size, gather_output=False,
-                                                        init_method=init_method, stride=3)
+                                                        init_method=init_method, stride=3,
+                                                        bias=architecture.bias and architecture.qkv_bias)
         self.dense = mpu.RowParallelLinear(hidden_size, hidden_size, input_is_parallel=True,
-                                           init_method=output_init_method)
+                                           init_method=output_init_method, bias=architecture.bias)
         self.output_dropout = torch.nn.Dropout(output_dropout)
 
-    def forward(self, hidden, attention_mask=None, layer_cache=None):
+    def _mask(self, seq, past, attention_mask, device, dtype):
+        """The attn_mask for SDPA, or None where is_causal (or nothing) says it all."""
+        local, alibi = self.attention_type == "local", self.alibi_slopes is not None
+        if not self.causal or not (local or alibi or past):
+            return attention_mask
+        queries = torch.arange(past, past + seq, device=device)
+        keys = torch.arange(past + seq, device=device)
+        allowed = keys[None, :] <= queries[:, None]
+        if local:
+            allowed &= queries[:, None] - keys[None, :] < self.window
+        if attention_mask is not None:
+            allowed = allowed & attention_mask
+        if not alibi:
+            return allowed
+        return alibi_bias(self.alibi_slopes, queries, keys).to(dtype).unsqueeze(0).masked_fill(~allowed, float("-inf"))
+
+    def forward(self, hidden, attention_mask=None, layer_cache=None, position_ids=None):
         """hidden [batch, seq, hidden]; attention_mask: None (causal or full) or a boolean
         [batch, 1, seq, seq] mask, True where attention is allowed; layer_cache: this layer's part of a
-        model.KVCache, whose earlier positions the new ones attend to (causal models, generation)."""
+        model.KVCache, whose earlier positions the new ones attend to (causal models, generation);
+        position_ids [batch, seq] for rotary embeddings (default: positions after the cache's)."""
         batch, seq, _ = hidden.shape
         q, k, v = (t.view(batch, seq, self.heads_here, self.head_dim).transpose(1, 2)
                    for t in self.query_key_value(hidden).chunk(3, dim=-1))
-        past = 0
+        past = 0 if layer_cache is None else layer_cache.past
+        if self.rotary is not None:
+            if position_ids is None:
+                position_ids = torch.arange(past, past + seq, device=hidden.device).unsqueeze(0)
+            cos, sin = rotary_cos_sin(position_ids, *self.rotary, q.dtype)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if layer_cache is not None:
-            past = layer_cache.past
             k, v = layer_cache.extend(k, v)
-        is_causal = self.causal and attention_mask is None and past == 0
-        if self.causal and attention_mask is None and past and seq > 1:  # the past, and each other causally
-            attention_mask = torch.ones(seq, past + seq, dtype=torch.bool, device=hidden.device).tril(past)
-        dropout = self.attention_dropout if self.training else 0.0
-        with mpu.get_cuda_rng_tracker().fork() if dropout else contextlib.nullcontext():
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout,
-                                                     is_causal=is_causal)
+        if self.attention_type == "linear":
+            if attention_mask is not None:
+                raise ValueError("linear attention keeps no mask: --reset-attention-mask needs global or local layers")
+            context = causal_linear_attention(q if not past else torch.cat([q.new_zeros(batch, self.heads_here, past,
+                                                                                        self.head_dim), q], 2), k, v)
+            context = context[:, :, past:]
+        else:
+            mask = self._mask(seq, past, attention_mask, hidden.device, q.dtype)
+            dropout = self.attention_dropout if self.training else 0.0
+            with mpu.get_cuda_rng_tracker().fork() if dropout else contextlib.nullcontext():
+                context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                         is_causal=self.causal and mask is None and past == 0,
+                                                         scale=self.scale)
         context = context.transpose(1, 2).reshape(batch, seq, self.heads_here * self.head_dim)
         return self.output_dropout(self.dense(context))
 
 
 class ParallelMLP(torch.nn.Module):
-    """gelu="tanh" is GPT-2's approximation (OpenAI's and transformers' gelu_new); "none" is exact (BERT)."""
+    """activation: gelu (exact, BERT), gelu_tanh (GPT-2's approximation, transformers' gelu_new), relu,
+    silu, selu, or a gated form (swiglu, geglu, GPT-Neo's mlp_glu): value x activation(gate)."""
 
-    def __init__(self, hidden_size, ffn_hidden_size, dropout, init_method, output_init_method, gelu="none"):
+    def __init__(self, hidden_size, ffn_hidden_size, dropout, init_method, output_init_method, activation="gelu",
+                 bias=True):
         super().__init__()
-        self.gelu_approximation = gelu
-        self.dense_h_to_4h = mpu.ColumnParallelLinear(hidden_size, ffn_hidden_size, gather_output=False,
-                                                      init_method=init_method)
+        self.gated = activation in GLU_ACTIVATIONS
+        self.activation = ACTIVATION_FUNCTIONS[GLU_ACTIVATIONS.get(activation, activation)]
+        up = mpu.ColumnParallelLinear(hidden_size, 2 * ffn_hidden_size if self.gated else ffn_hidden_size,
+                                      gather_output=False, init_method=init_method, stride=2 if self.gated else 1,
+                                      bias=bias)
+        if self.gated:
+            self.gated_h_to_4h = up
+        else:
+            self.dense_h_to_4h = up
         self.dense_4h_to_h = mpu.RowParallelLinear(ffn_hidden_size, hidden_size, input_is_parallel=True,
-                                                   init_method=output_init_method)
+                                                   init_method=output_init_method, bias=bias)
         self.dropout = torch.nn.Dropout(dropout)
 
     def forward(self, hidden):
-        return self.dropout(self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(hidden), approximate=self.gelu_approximation)))
+        if self.gated:
+            value, gate = self.gated_h_to_4h(hidden).chunk(2, dim=-1)
+            inner = value * self.activation(gate)
+        else:
+            inner = self.activation(self.dense_h_to_4h(hidden))
+        return self.dropout(self.dense_4h_to_h(inner))
 
 
 class ParallelTransformerLayer(torch.nn.Module):
-    """Pre-LayerNorm (GPT-2: x + f(LN(x))) or post-LayerNorm (original BERT: LN(x + f(x)))."""
+    """Pre-norm (GPT-2: x + f(norm(x))), post-LayerNorm (original BERT: norm(x + f(x))), parallel residual
+    (GPT-J/NeoX: x + attention(norm1(x)) + mlp(norm2(x))) or ReZero (x + g f(x), g a scalar from 0, no norm)."""
 
     def __init__(self, hidden_size, num_attention_heads, ffn_hidden_size, attention_dropout, hidden_dropout,
-                 init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm, gelu):
+                 init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm, architecture=Architecture(),
+                 attention_type="global"):
         super().__init__()
-        self.pre_layernorm = pre_layernorm
-        self.attention_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon)
+        self.pre_layernorm, self.architecture = pre_layernorm, architecture
+        if architecture.rezero:
+            self.attention_rezero = torch.nn.Parameter(torch.zeros(1))  # not 0-d: DeepSpeed broadcasts bytes
+            self.mlp_rezero = torch.nn.Parameter(torch.zeros(1))
+        else:
+            self.attention_layernorm = make_norm(architecture.normalization, hidden_size, layernorm_epsilon)
+            self.mlp_layernorm = make_norm(architecture.normalization, hidden_size, layernorm_epsilon)
         self.attention = ParallelSelfAttention(hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
-                                               init_method, output_init_method, causal)
-        self.mlp_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon)
-        self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method, gelu)
+                                               init_method, output_init_method, causal, architecture, attention_type)
+        self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method,
+                               architecture.activation, architecture.bias)
 
-    def forward(self, hidden, attention_mask=None, layer_cache=None):
-        if self.pre_layernorm:
-            hidden = hidden + self.attention(self.attention_layernorm(hidden), attention_mask, layer_cache)
-            return hidden + self.mlp(self.mlp_layernorm(hidden))
-        hidden = self.attention_layernorm(hidden + self.attention(hidden, attention_mask, layer_cache))
-        return self.mlp_layernorm(hidden + self.mlp(hidden))
+    def forward(self, hidden, attention_mask=None, layer_cache=None, position_ids=None):
+        def attention(x):
+            return self.attention(x, attention_mask, layer_cache, position_ids)
+        if self.architecture.rezero:
+            hidden = hidden + self.attention_rezero * attention(hidden)
+            return hidden + self.mlp_rezero * self.mlp(hidden)
+        if not self.pre_layernorm:
+            hidden = self.attention_layernorm(hidden + attention(hidden))
+            return self.mlp_layernorm(hidden + self.mlp(hidden))
+        if self.architecture.parallel_residual:
+            return hidden + attention(self.attention_layernorm(hidden)) + self.mlp(self.mlp_layernorm(hidden))
+        hidden = hidden + attention(self.attention_layernorm(hidden))
+        return hidden + self.mlp(self.mlp_layernorm(hidden))
 
 
 def layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
-                  ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True, gelu="none",
-                  scaled_output_init=True):
-    """ParallelTransformerLayer's keyword arguments for layer of a stack of num_layers (with
-    scaled_output_init its output projections are initialised with std / sqrt(2 x layers), as GPT-2's)."""
+                  ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True,
+                  architecture=Architecture(), scaled_output_init=True):
+    """ParallelTransformerLayer's keyword arguments for a layer of a stack of num_layers (with
+    scaled_output_init its output projections are initialised with std / sqrt(2 x layers), as GPT-2's);
+    the attention type is per layer (architecture.attention_type(i))."""
     output_std = init_method_std / math.sqrt(2.0 * num_layers) if scaled_output_init else init_method_std
     return dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
                 ffn_hidden_size=ffn_hidden_size or 4 * hidden_size, attention_dropout=attention_dropout,
                 hidden_dropout=hidden_dropout, init_method=init_normal(init_method_std),
-                output_init_method=init_normal(output_std),
-                layernorm_epsilon=layernorm_epsilon, causal=causal, pre_layernorm=pre_layernorm, gelu=gelu)
+                output_init_method=init_normal(output_std), layernorm_epsilon=layernorm_epsilon, causal=causal,
+                pre_layernorm=pre_layernorm, architecture=architecture)
 
 
 class ParallelTransformer(torch.nn.Module):
@@ -130,37 +221,38 @@ class ParallelTransformer(torch.nn.Module):
 
     def __init__(self, num_layers, hidden_size, num_attention_heads, attention_dropout, hidden_dropout,
                  init_method_std, ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True,
-                 gelu="none", checkpoint_activations=False, checkpoint_num_layers=1, seed=None,
+                 architecture=Architecture(), checkpoint_activations=False, checkpoint_num_layers=1, seed=None,
                  scaled_output_init=True):
         """seed: layer i is built under seeded(seed + i) (see `seeded`); None draws from torch as it is."""
         super().__init__()
+        options = layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout,
+                                init_method_std, ffn_hidden_size, layernorm_epsilon, causal, pre_layernorm,
+                                architecture, scaled_output_init)
         layers = []
         for number in range(num_layers):
             with seeded(None if seed is None else seed + number):
-                layers.append(ParallelTransformerLayer(**layer_options(
-                    hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
-                    ffn_hidden_size, layernorm_epsilon, causal, pre_layernorm, gelu, scaled_output_init)))
+                layers.append(ParallelTransformerLayer(**options, attention_type=architecture.attention_type(number)))
         self.layers = torch.nn.ModuleList(layers)
-        self.final_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon) if pre_layernorm else None
+        self.final_layernorm = make_norm(architecture.normalization, hidden_size, layernorm_epsilon) \
+            if pre_layernorm else None
         self.checkpoint_activations, self.checkpoint_num_layers = checkpoint_activations, checkpoint_num_layers
 
-    def _run_layers(self, start, end):
-        def run(hidden, attention_mask=None):
+    def _run_layers(self, start, end, attention_mask, position_ids):
+        def run(hidden):
             for layer in self.layers[start:end]:
-                hidden = layer(hidden, attention_mask)
+                hidden = layer(hidden, attention_mask, position_ids=position_ids)
             return hidden
         return run
 
-    def forward(self, hidden, attention_mask=None, cache=None):
+    def forward(self, hidden, attention_mask=None, cache=None, position_ids=None):
         """cache: a model.KVCache (inference), which each layer extends with the new positions."""
         if cache is not None:
             for number, layer in enumerate(self.layers):
-                hidden = layer(hidden, attention_mask, cache.for_layer(number))
+                hidden = layer(hidden, attention_mask, cache.for_layer(number), position_ids)
         elif self.checkpoint_activations and self.training:
             for start in range(0, len(self.layers), self.checkpoint_num_layers):
                 end = min(start + self.checkpoint_num_layers, len(self.layers))
-                args = (hidden,) if attention_mask is None else (hidden, attention_mask)
-                hidden = mpu.checkpoint(self._run_layers(start, end), *args)
+                hidden = mpu.checkpoint(self._run_layers(start, end, attention_mask, position_ids), hidden)
         else:
-            hidden = self._run_layers(0, len(self.layers))(hidden, attention_mask)
+            hidden = self._run_layers(0, len(self.layers), attention_mask, position_ids)(hidden)
         return self.final_layernorm(hidden) if self.final_layernorm is not None else hidden

@@ -1,14 +1,16 @@
-"""Convert between a checkpoint here and a Hugging Face transformers directory (BERT and GPT-2).
+"""Convert between a checkpoint here and a Hugging Face transformers directory (BERT, GPT-2, GPT-Neo,
+GPT-NeoX).
 
     python scripts/convert_checkpoint.py --from-hf HF_DIR --save CKPT_DIR [--model-parallel-size N]
     python scripts/convert_checkpoint.py --load CKPT_DIR --to-hf HF_DIR
 
---from-hf reads a GPT2LMHeadModel, or a BertForPreTraining (or encoder-only BertModel: its pooler and
-pretraining heads are then freshly initialised, and said so), from config.json + model.safetensors
-(or pytorch_model.bin), splits it into N tensor-parallel shards and writes a checkpoint that
-`--load CKPT_DIR --finetune` starts from. --to-hf merges the shards of any tensor-parallel size
-and any number of pipeline stages (ZeRO-3 checkpoints included) and writes config.json, model.safetensors and the tokenizer's files,
-which transformers' GPT2LMHeadModel / BertForPreTraining.from_pretrained load.
+--from-hf reads a GPT2LMHeadModel, GPTNeoForCausalLM, GPTNeoXForCausalLM, or a BertForPreTraining (or
+encoder-only BertModel: its pooler and pretraining heads are then freshly initialised, and said so),
+from config.json + model.safetensors (or pytorch_model.bin), splits it into N tensor-parallel shards
+and writes a checkpoint (with the architecture flags it needs) that `--load CKPT_DIR --finetune` starts
+from. --to-hf merges the shards of any tensor-parallel size and any number of pipeline stages (ZeRO-3
+checkpoints included) and writes config.json, model.safetensors and the tokenizer's files for the
+transformers model that has the checkpoint's architecture (transformers_family).
 """
 
 import argparse
@@ -19,12 +21,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arguments import saved_tokenizer  # noqa: E402
+from arguments import add_architecture_args, saved_tokenizer  # noqa: E402
 from checkpointing import read_checkpoint, write_checkpoint  # noqa: E402
 from data_utils.hf_tokenizer import save_for_transformers  # noqa: E402
 from model.bert_conversion import hf_from_bert  # noqa: E402
 from model.gpt2_conversion import hf_from_gpt2  # noqa: E402
+from model.architecture import GLU_ACTIVATIONS, architecture_from_args  # noqa: E402
 from model.hf_folder import state_from_hf  # noqa: E402
+from model.neo_conversion import hf_from_gpt_neo, hf_from_gpt_neox  # noqa: E402
 from model.tensor_parallel_state import split_state  # noqa: E402
 
 
@@ -72,6 +76,36 @@ def _gpt2_to_hf(state, args):
     return config, hf_from_gpt2(state, layers, args["text_vocab_size"])
 
 
+def _gpt_neo_to_hf(state, args):
+    from transformers import GPTNeoConfig
+    config, hf_state = hf_from_gpt_neo(state, args, args["text_vocab_size"])
+    return GPTNeoConfig(**config), hf_state
+
+
+def _gpt_neox_to_hf(state, args):
+    from transformers import GPTNeoXConfig
+    config, hf_state = hf_from_gpt_neox(state, args, args["text_vocab_size"])
+    return GPTNeoXConfig(**config), hf_state
+
+
+def transformers_family(args):
+    """gpt2, gpt_neo or gpt_neox: the transformers model that has the architecture of a checkpoint's flags."""
+    flags = vars(add_architecture_args(argparse.ArgumentParser()).parse_args([]))
+    flags.update({name: args[name] for name in flags if args.get(name) is not None})
+    arch = architecture_from_args(argparse.Namespace(**flags, num_layers=args["num_layers"]))
+    types = set(arch.attention_types)
+    plain = arch.normalization == "layernorm" and not arch.rezero and arch.bias and arch.activation not in GLU_ACTIVATIONS
+    learned = plain and arch.learned_positions and not arch.untie_embeddings and not arch.parallel_residual
+    if learned and arch.scale_attention and arch.qkv_bias and types == {"global"} and arch.activation == "gelu_tanh":
+        return "gpt2"
+    if learned and not arch.scale_attention and not arch.qkv_bias and types <= {"global", "local"}:
+        return "gpt_neo"
+    if plain and arch.position_embedding_type == "rotary" and arch.scale_attention and arch.qkv_bias and \
+            types == {"global"}:
+        return "gpt_neox"
+    raise ValueError(f"no transformers model (GPT-2, GPT-Neo, GPT-NeoX) has this architecture: {arch}")
+
+
 def _write_tokenizer_files(args, hf_dir, bert, max_positions):
     """The tokenizer the checkpoint was trained with, as AutoTokenizer reads it (data_utils/hf_tokenizer.py)."""
     try:
@@ -86,12 +120,14 @@ def to_hf(load_dir, hf_dir):
     from safetensors.torch import save_file
     state, args, tag = read_checkpoint(load_dir)
     bert = "tokentype_embeddings" in state
-    config, hf_state = (_bert_to_hf if bert else _gpt2_to_hf)(state, args)
+    convert = _bert_to_hf if bert else {"gpt2": _gpt2_to_hf, "gpt_neo": _gpt_neo_to_hf,
+                                        "gpt_neox": _gpt_neox_to_hf}[transformers_family(args)]
+    config, hf_state = convert(state, args)
     os.makedirs(hf_dir, exist_ok=True)
     config.save_pretrained(hf_dir)
     save_file({k: v.clone() for k, v in hf_state.items()}, os.path.join(hf_dir, "model.safetensors"),  # untie
               metadata={"format": "pt"})
-    _write_tokenizer_files(args, hf_dir, bert, state["position_embeddings"].size(0))
+    _write_tokenizer_files(args, hf_dir, bert, args.get("max_position_embeddings", 1024))
     print(f"wrote {hf_dir} from {load_dir}/{tag}")
 
 

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _our_actions():
     parser = argparse.ArgumentParser()
-    for add in (arguments.add_model_args, arguments.add_regularization_args, arguments.add_training_args,
+    for add in (arguments.add_model_args, arguments.add_architecture_args, arguments.add_regularization_args, arguments.add_training_args,
                 arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
                 arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
                 arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args,

@@ -166,7 +166,7 @@ def _layer_norm_dtypes(model, tokens, types):
 def _fp32_switches_body():
     import mpu
     from model import BertModel
-    from model.layernorm import compute_layernorms_in_fp32
+    from model.normalization import compute_layernorms_in_fp32
     mpu.initialize_model_parallel(1)
     tokens, types = torch.randint(0, 500, (2, 16)), (torch.arange(16) >= 8).long().expand(2, 16)
     results = {}
