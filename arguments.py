@@ -141,6 +141,10 @@ def add_regularization_args(parser):
     group.add_argument("--adam-beta1", type=float, default=0.9)
     group.add_argument("--adam-beta2", type=float, default=0.999)
     group.add_argument("--adam-eps", type=float, default=1e-8)
+    group.add_argument("--optimizer", choices=("adamw", "adafactor", "lamb", "sgd"), default="adamw",
+                       help="when the ds_config has no optimizer section: AdamW, Adafactor (GPT-Neo's; ZeRO-0), "
+                            "Lamb (GPU), SGD (--sgd-momentum)")
+    group.add_argument("--sgd-momentum", type=float, default=0.9)
     return parser
 
 

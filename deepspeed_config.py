@@ -88,7 +88,7 @@ def build_ds_config(args, data_parallel_size):
         raise ConfigError(f"{source}: ZeRO stage {stage} with --pipe-parallel-size {args.pipe_parallel_size}: "
                           "DeepSpeed's pipeline engine takes ZeRO stage 0 or 1 (e.g. ds_configs/ds_zero1.json)")
     fill.resolve(config, "gradient_clipping", "--clip-grad", args.clip_grad)
-    _optimizer(config, fill, args)
+    _optimizer(config, fill, args, stage, source)
     _scheduler(config, fill, args, source)
     if args.deepspeed_activation_checkpointing:
         section = config.setdefault("activation_checkpointing", {})
@@ -152,10 +152,27 @@ def _precision(config, fill, args, source):
         fill.resolve(config, "communication_data_type", "--fp32-allreduce", "fp32")
 
 
-def _optimizer(config, fill, args):
-    optimizer = config.setdefault("optimizer", {"type": "AdamW", "params": {}})
+# --optimizer -> the ds_config optimizer type (Adafactor and SGD are torch.optim's, which DeepSpeed builds by name)
+OPTIMIZER_TYPES = {"adamw": "AdamW", "adafactor": "Adafactor", "lamb": "Lamb", "sgd": "SGD"}
+
+
+def _optimizer(config, fill, args, stage, source):
+    optimizer = config.setdefault("optimizer", {"type": OPTIMIZER_TYPES[args.optimizer], "params": {}})
+    if "optimizer" in args.explicit and optimizer.get("type", "").lower() != args.optimizer:
+        raise ConfigError(f"{source} names the optimizer {optimizer.get('type')!r} but --optimizer {args.optimizer} "
+                          "was given: drop one of them")
     params = optimizer.setdefault("params", {})
     args.lr = fill.resolve(params, "lr", "--lr", args.lr, "optimizer.params.lr")
+    kind = optimizer.get("type", "").lower()
+    if kind in ("adafactor", "sgd"):
+        fill.resolve(params, "weight_decay", "--weight-decay", args.weight_decay, "optimizer.params.weight_decay")
+        if kind == "sgd":
+            fill.resolve(params, "momentum", "--sgd-momentum", args.sgd_momentum, "optimizer.params.momentum")
+            config.setdefault("zero_allow_untested_optimizer", True)  # elementwise: ZeRO's flat partitions are fine
+    if kind == "adafactor" and stage > 0:
+        raise ConfigError(f"{source}: Adafactor with ZeRO stage {stage}: Adafactor factors each weight's second "
+                          "moments over its rows and columns, and ZeRO hands it flat 1-D partitions instead; use "
+                          "--zero-stage 0 (ZeRO-0 fp32 or bf16)")
     if optimizer.get("type", "").lower() in ("adam", "adamw", "lamb", "onebitadam", "onebitlamb", "zerooneadam"):
         fill.resolve(params, "weight_decay", "--weight-decay", args.weight_decay, "optimizer.params.weight_decay")
         fill.resolve(params, "eps", "--adam-eps", args.adam_eps, "optimizer.params.eps")

@@ -206,3 +206,21 @@ def test_attention_types_flag_forms():
         parse_attention_types('[[["global", "local"], 1]]', 4)
     with pytest.raises(ValueError, match="expected global, local, linear"):
         parse_attention_types("global sparse", 2)
+
+
+def test_optimizer_choice_goes_into_the_ds_config(tmp_path):
+    import json
+
+    import arguments
+    from deepspeed_config import ConfigError, build_ds_config
+    adafactor = build_ds_config(arguments.get_args(["--optimizer", "adafactor", "--lr", "3e-3"]), 1)
+    assert adafactor["optimizer"] == {"type": "Adafactor", "params": {"lr": 3e-3, "weight_decay": 0.01}}
+    sgd = build_ds_config(arguments.get_args(["--optimizer", "sgd", "--zero-stage", "2"]), 2)
+    assert sgd["optimizer"]["type"] == "SGD" and sgd["optimizer"]["params"]["momentum"] == 0.9
+    assert sgd["zero_allow_untested_optimizer"] is True
+    with pytest.raises(ConfigError, match="ZeRO hands it flat 1-D partitions"):
+        build_ds_config(arguments.get_args(["--optimizer", "adafactor", "--zero-stage", "2"]), 2)
+    config = tmp_path / "adamw.json"
+    config.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}}))
+    with pytest.raises(ConfigError, match="names the optimizer 'AdamW' but --optimizer adafactor"):
+        build_ds_config(arguments.get_args(["--optimizer", "adafactor", "--deepspeed_config", str(config)]), 1)

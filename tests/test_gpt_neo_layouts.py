@@ -39,3 +39,29 @@ def test_architecture_losses_agree_across_layouts(config, gpt2_data_prefix):
         for losses in run_distributed(world, train, train_argv(gpt2_data_prefix, *flags, *layout, batch_size=micro)):
             for i, (got, expected) in enumerate(zip(losses, single), start=1):
                 assert abs(got - expected) <= 1e-4 * abs(expected), f"{name}, iteration {i}: {got} != {expected}"
+
+
+def _adafactor_run(argv):
+    import pretrain_gpt2
+    from gpt2_runs import wrapped_steps
+    seen = []
+
+    def record_optimizer(forward_step):
+        def step(batch, model, args, loss_tokens):
+            seen.append(type(model.optimizer).__name__)
+            return forward_step(batch, model, args, loss_tokens)
+        return step
+    with wrapped_steps(forward_step=record_optimizer):
+        history = pretrain_gpt2.main(argv)
+    return [history[i]["lm loss"] for i in sorted(history)], set(seen)
+
+
+def test_adafactor_trains_alike_on_one_and_two_ranks(gpt2_data_prefix):
+    """GPT-Neo's optimizer, torch's Adafactor built by DeepSpeed from the ds_config DeepSpeed gets."""
+    flags = ["--optimizer", "adafactor", "--lr", "0.3", "--weight-decay", "0"]  # steps relative to RMS(weight)
+    (single, optimizers), = run_distributed(1, _adafactor_run, train_argv(gpt2_data_prefix, *flags))
+    assert optimizers == {"Adafactor"} and single[-1] < single[0] - 0.5, single
+    for losses, _ in run_distributed(2, _adafactor_run, train_argv(gpt2_data_prefix, *flags, "--zero-stage", "0",
+                                                                   batch_size=4)):
+        for i, (got, expected) in enumerate(zip(losses, single), start=1):
+            assert abs(got - expected) <= 1e-4 * abs(expected), f"iteration {i}: {got} != {expected}"
