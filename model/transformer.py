@@ -49,17 +49,48 @@ def seeded(seed):
         yield
 
 
-def causal_linear_attention(q, k, v, eps=1e-6):
+def _in_blocks(tensor, block):
+    """[..., seq, dim] -> [..., seq / block, block, dim], the sequence padded with zeros at its end."""
+    pad = -tensor.size(-2) % block
+    tensor = F.pad(tensor, (0, 0, 0, pad)) if pad else tensor
+    return tensor.view(*tensor.shape[:-2], tensor.size(-2) // block, block, tensor.size(-1))
+
+
+def causal_linear_attention(q, k, v, eps=1e-6, block=64):
     """GPT-Neo's causal linear attention over [batch, heads, seq, dim]: position t reads
-    sum_i softmax(q_t)_i x (sum_{s<=t} exp(k_s,i) v_s) / (sum_{s<=t} exp(k_s,i) + eps). Keys are shifted by
-    their maximum m over the sequence before exp, and eps by exp(-m), which changes nothing but keeps exp
-    from overflowing."""
-    q = torch.softmax(q.float(), dim=-1)
+    sum_i softmax(q_t)_i x (sum_{s<=t} exp(k_s,i) v_s) / (sum_{s<=t} exp(k_s,i) + eps).
+
+    That is linear attention with query features p_t,i = softmax(q_t)_i / (sum_{s<=t} exp(k_s,i) + eps) and
+    key features exp(k_s), computed in blocks: within a block a masked block x block product, across
+    blocks a running [dim, dim] state, so time and memory grow with seq x (block + dim). Keys are shifted
+    by their maximum m over the sequence before exp, and eps by exp(-m): nothing changes but exp cannot
+    overflow."""
+    seq = q.size(2)
     shift = k.float().amax(dim=2, keepdim=True)
-    k = torch.exp(k.float() - shift)
-    context = torch.cumsum(k.unsqueeze(-1) * v.float().unsqueeze(-2), dim=2)
-    context = context / (torch.cumsum(k, dim=2) + eps * torch.exp(-shift)).unsqueeze(-1)
-    return torch.einsum("bhsi,bhsio->bhso", q, context).to(v.dtype)
+    keys = torch.exp(k.float() - shift)
+    queries = torch.softmax(q.float(), dim=-1) / (torch.cumsum(keys, dim=2) + eps * torch.exp(-shift))
+    queries, keys, values = (_in_blocks(t, block) for t in (queries, keys, v.float()))
+    causal = torch.ones(block, block, dtype=torch.bool, device=q.device).tril()
+    within = (queries @ keys.transpose(-1, -2)).masked_fill(~causal, 0.0) @ values
+    states = keys.transpose(-1, -2) @ values  # [..., blocks, dim, dim]
+    before = torch.cumsum(states, dim=-3) - states
+    out = within + queries @ before
+    return out.reshape(*out.shape[:-3], -1, out.size(-1))[..., :seq, :].to(v.dtype)
+
+
+def local_attention(q, k, v, window, dropout=0.0, scale=None):
+    """Causal attention within the last `window` positions (a query sees itself and window - 1 before it),
+    in blocks of `window` queries that each read their own block of keys and the one before: time and
+    memory grow with seq x window, not seq^2."""
+    seq = q.size(2)
+    q, k, v = (_in_blocks(t, window) for t in (q, k, v))
+    k, v = (torch.cat([F.pad(t, (0, 0, 0, 0, 1, 0))[..., :-1, :, :], t], dim=-2) for t in (k, v))
+    queries = torch.arange(window, 2 * window, device=q.device)[:, None]
+    keys = torch.arange(2 * window, device=q.device)[None, :]
+    allowed = ((keys <= queries) & (queries - keys < window)).expand(q.size(-3), window, 2 * window).clone()
+    allowed[0, :, :window] = False  # the first block has no block before it
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)
+    return out.reshape(*out.shape[:-3], -1, out.size(-1))[..., :seq, :]
 
 
 class ParallelSelfAttention(torch.nn.Module):
@@ -127,12 +158,17 @@ class ParallelSelfAttention(torch.nn.Module):
                                                                                         self.head_dim), q], 2), k, v)
             context = context[:, :, past:]
         else:
-            mask = self._mask(seq, past, attention_mask, hidden.device, q.dtype)
+            blocked = self.attention_type == "local" and self.causal and seq > self.window and not past and \
+                attention_mask is None and self.alibi_slopes is None
+            mask = None if blocked else self._mask(seq, past, attention_mask, hidden.device, q.dtype)
             dropout = self.attention_dropout if self.training else 0.0
             with mpu.get_cuda_rng_tracker().fork() if dropout else contextlib.nullcontext():
-                context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                                         is_causal=self.causal and mask is None and past == 0,
-                                                         scale=self.scale)
+                if blocked:
+                    context = local_attention(q, k, v, self.window, dropout, self.scale)
+                else:
+                    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                             is_causal=self.causal and mask is None and past == 0,
+                                                             scale=self.scale)
         context = context.transpose(1, 2).reshape(batch, seq, self.heads_here * self.head_dim)
         return self.output_dropout(self.dense(context))
 

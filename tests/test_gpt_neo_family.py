@@ -111,6 +111,7 @@ def _causal(seq, extra=None):
 def _attention_cases():
     import mpu
     from model.architecture import Architecture
+    from model.transformer import causal_linear_attention
     mpu.initialize_model_parallel(1)
     x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(2))
     results = {}
@@ -143,7 +144,9 @@ def _attention_cases():
         weights = torch.exp(k[:, :, :t + 1])  # [b, h, s, i]
         context = torch.einsum("bhsi,bhso->bhio", weights, v[:, :, :t + 1]) / (weights.sum(2)[..., None] + 1e-6)
         rows.append(torch.einsum("bhi,bhio->bho", torch.softmax(q[:, :, t], -1), context))
-    plain = torch.stack(rows, 2).transpose(1, 2).reshape(2, 12, 32)
+    plain = torch.stack(rows, 2)
+    results["linear in blocks of 5"] = (causal_linear_attention(q, k, v, block=5), plain)
+    plain = plain.transpose(1, 2).reshape(2, 12, 32)
     results["linear"] = (linear(x), F.linear(plain, linear.dense.weight, linear.dense.bias))
     return {name: (ours.detach(), plain.detach()) for name, (ours, plain) in results.items()}
 
