@@ -12,7 +12,7 @@ import sys
 
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args
 from model.architecture import (ACTIVATIONS, ARCHITECTURE_FLAGS, NORMALIZATIONS, POSITION_EMBEDDING_TYPES,
-                                parse_attention_types)
+                                parse_attention_types, parse_moe_layers)
 
 # --model-size presets: (layers, hidden, heads); flags given explicitly win.
 MODEL_SIZES = {
@@ -129,6 +129,16 @@ def add_architecture_args(parser):
                        help="query/key/value projections without biases (GPT-Neo)")
     group.add_argument("--untie-embeddings", action="store_true",
                        help="a separate output embedding (GPT-NeoX's embed_out) instead of the input embedding's")
+    group.add_argument("--num-experts", type=int, default=1, help="experts per MoE layer (1: no mixture of experts)")
+    group.add_argument("--moe-layers", nargs="+", default=["every:2"],
+                       help="MoE layers: every:K (every K-th layer, default every:2) or layer numbers from 0")
+    group.add_argument("--moe-top-k", type=int, default=1, choices=(1, 2), help="experts per token")
+    group.add_argument("--moe-capacity-factor", type=float, default=1.0,
+                       help="tokens an expert takes: ceil(tokens / experts x this); the rest skip the layer")
+    group.add_argument("--moe-min-capacity", type=int, default=4, help="an expert's capacity at least")
+    group.add_argument("--moe-expert-parallel-size", type=int, default=1,
+                       help="data-parallel ranks the experts are spread over (all-to-all between them)")
+    group.add_argument("--moe-loss-coeff", type=float, default=0.01, help="weight of the load-balancing loss")
     return parser
 
 
@@ -535,6 +545,17 @@ def _architecture_problems(args):
         problems.append("--reset-attention-mask with linear attention layers: they keep no mask")
     if "local" in types and args.attention_window < 1:
         problems.append(f"--attention-window {args.attention_window}: a local layer sees at least one position")
+    if args.num_experts > 1:
+        try:
+            parse_moe_layers(args.moe_layers, args.num_layers)
+        except ValueError as error:
+            problems.append(str(error))
+        if args.model_parallel_size > 1 or args.pipe_parallel_size > 1 or args.zero_stage == 3:
+            problems.append("--num-experts: mixture of experts runs at --model-parallel-size 1, without pipeline "
+                            "stages and below ZeRO-3 here (DeepSpeed's MoE does not take ZeRO-3)")
+        if args.num_experts % args.moe_expert_parallel_size:
+            problems.append(f"--num-experts {args.num_experts} does not split over --moe-expert-parallel-size "
+                            f"{args.moe_expert_parallel_size}")
     if args.pipe_parallel_size > 1 and (args.untie_embeddings or args.position_embedding_type == "axial"):
         problems.append(f"--{'untie-embeddings' if args.untie_embeddings else 'position-embedding-type axial'} has "
                         "no pipeline form yet: train without --pipe-parallel-size")

@@ -85,6 +85,9 @@ def load_gpt2(args):
     state, saved, tag = _read_weights(args, mpu.get_model_parallel_rank(), tensor_parallel)
     if "tokentype_embeddings" in state:
         raise UsageError(f"--load {args.load}: a BERT checkpoint; evaluation and generation take GPT-2")
+    if (saved.get("num_experts") or 1) > 1:
+        raise UsageError(f"--load {args.load}: a mixture-of-experts checkpoint (its experts are in DeepSpeed's "
+                         "expert files); evaluation and generation do not read those yet")
     _take_saved_flags(args, saved)
     tokenizer = make_tokenizer_from_args(args, model_parallel_size=tensor_parallel)
     rows = state["word_embeddings.weight"].size(0) * tensor_parallel  # the padded vocabulary

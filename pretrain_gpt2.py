@@ -17,6 +17,7 @@ from arguments import get_args
 from data_utils.gpt2_dataset import build_gpt2_datasets
 from model import GPT2Model, gpt2_pipeline, language_model_loss
 from model.architecture import architecture_from_args
+from model.moe import moe_aux_loss
 from model.documents import document_attention_mask, document_ids, document_position_ids
 
 
@@ -63,7 +64,12 @@ def get_batch(data_iterator, args):
 def forward_step(batch, model, args, loss_tokens):
     inputs, (labels, loss_mask), options = batch
     loss = language_model_loss(model(inputs, **options), (labels, loss_mask, loss_tokens), args.text_vocab_size)
-    return loss, {"lm loss": loss.item()}
+    values = {"lm loss": loss.item()}
+    balance = moe_aux_loss(model)
+    if balance is not None:  # mixture of experts: the gates' load-balancing loss joins the objective
+        values["moe loss"] = balance.item()
+        loss = loss + args.moe_loss_coeff * balance
+    return loss, values
 
 
 STEPS = training.EntrySteps(get_batch, forward_step, has_pipeline_form=True)

@@ -19,6 +19,7 @@ import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
+from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
 
 import mpu
 from batches import batches, micro_batches
@@ -31,7 +32,11 @@ from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
-from model.normalization import compute_layernorms_in_fp32
+from model.moe import MoEMLP
+from model.normalization import NORMS, compute_layernorms_in_fp32
+
+
+NORM_TYPES = (torch.nn.LayerNorm, *NORMS.values())
 
 
 def param_groups(model):
@@ -41,8 +46,12 @@ def param_groups(model):
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            (no_decay if isinstance(module, torch.nn.LayerNorm) or name == "bias" else decay).append(param)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+            undecayed = isinstance(module, NORM_TYPES) or name == "bias" or name.endswith("rezero")
+            (no_decay if undecayed else decay).append(param)
+    groups = [{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+    if any(isinstance(module, MoEMLP) for module in model.modules()):  # experts: their own data-parallel groups
+        groups = split_params_into_different_moe_groups_for_optimizer(groups)
+    return groups
 
 
 def count_parameters(model):

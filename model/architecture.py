@@ -34,6 +34,12 @@ class Architecture:
     bias: bool = True
     qkv_bias: bool = True
     untie_embeddings: bool = False
+    moe_layers: tuple = ()  # layer numbers whose MLP is a mixture of experts (model/moe.py)
+    num_experts: int = 1
+    moe_top_k: int = 1
+    moe_capacity_factor: float = 1.0
+    moe_min_capacity: int = 4
+    moe_expert_parallel_size: int = 1
 
     def attention_type(self, layer):
         return self.attention_types[layer % len(self.attention_types)]
@@ -41,6 +47,25 @@ class Architecture:
     @property
     def learned_positions(self):
         return self.position_embedding_type == "learned"
+
+
+def parse_moe_layers(values, num_layers):
+    """--moe-layers: `every:K` (layers K-1, 2K-1, ...: every K-th) or layer numbers from 0."""
+    if len(values) == 1 and values[0].startswith("every:"):
+        try:
+            every = int(values[0][len("every:"):])
+        except ValueError:
+            every = 0
+        if every < 1:
+            raise ValueError(f"--moe-layers {values[0]}: expected every:K with K >= 1")
+        return tuple(range(every - 1, num_layers, every))
+    try:
+        layers = tuple(sorted({int(value) for value in values}))
+    except ValueError:
+        raise ValueError(f"--moe-layers {' '.join(values)}: expected every:K or layer numbers") from None
+    if layers and not 0 <= layers[0] <= layers[-1] < num_layers:
+        raise ValueError(f"--moe-layers {' '.join(values)}: layers are numbered 0 to {num_layers - 1}")
+    return layers
 
 
 def parse_attention_types(text, num_layers):
@@ -69,7 +94,8 @@ def parse_attention_types(text, num_layers):
 # other flags, and evaluation reads them back.
 ARCHITECTURE_FLAGS = ("attention_types", "attention_window", "no_attention_scaling", "position_embedding_type",
                       "rotary_pct", "rotary_emb_base", "axial_pos_shape", "activation", "normalization", "rezero",
-                      "parallel_residual", "no_bias", "no_qkv_bias", "untie_embeddings")
+                      "parallel_residual", "no_bias", "no_qkv_bias", "untie_embeddings", "moe_layers", "num_experts",
+                      "moe_top_k", "moe_capacity_factor", "moe_min_capacity", "moe_expert_parallel_size")
 
 
 def architecture_from_args(args):
@@ -80,4 +106,8 @@ def architecture_from_args(args):
                         rotary_emb_base=args.rotary_emb_base, axial_pos_shape=tuple(axial) if axial else None,
                         activation=args.activation, normalization=args.normalization, rezero=args.rezero,
                         parallel_residual=args.parallel_residual, bias=not args.no_bias,
-                        qkv_bias=not args.no_qkv_bias, untie_embeddings=args.untie_embeddings)
+                        qkv_bias=not args.no_qkv_bias, untie_embeddings=args.untie_embeddings,
+                        moe_layers=parse_moe_layers(args.moe_layers, args.num_layers) if args.num_experts > 1 else (),
+                        num_experts=args.num_experts, moe_top_k=args.moe_top_k,
+                        moe_capacity_factor=args.moe_capacity_factor, moe_min_capacity=args.moe_min_capacity,
+                        moe_expert_parallel_size=args.moe_expert_parallel_size)

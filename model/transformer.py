@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import mpu
 
 from .architecture import GLU_ACTIVATIONS, Architecture
+from .moe import MoEMLP
 from .normalization import make_norm
 from .positions import alibi_bias, alibi_slopes, apply_rotary, rotary_cos_sin, rotary_dims
 
@@ -33,6 +34,7 @@ ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approxi
 def init_normal(std):
     def init_(tensor):
         return torch.nn.init.normal_(tensor, mean=0.0, std=std)
+    init_.std = std
     return init_
 
 
@@ -208,7 +210,7 @@ class ParallelTransformerLayer(torch.nn.Module):
 
     def __init__(self, hidden_size, num_attention_heads, ffn_hidden_size, attention_dropout, hidden_dropout,
                  init_method, output_init_method, layernorm_epsilon, causal, pre_layernorm, architecture=Architecture(),
-                 attention_type="global"):
+                 attention_type="global", mixture_of_experts=False):
         super().__init__()
         self.pre_layernorm, self.architecture = pre_layernorm, architecture
         if architecture.rezero:
@@ -221,6 +223,12 @@ class ParallelTransformerLayer(torch.nn.Module):
                                                init_method, output_init_method, causal, architecture, attention_type)
         self.mlp = ParallelMLP(hidden_size, ffn_hidden_size, hidden_dropout, init_method, output_init_method,
                                architecture.activation, architecture.bias)
+        if mixture_of_experts:
+            stds = {"dense_4h_to_h.weight": output_init_method.std}
+            self.mlp = MoEMLP(self.mlp, hidden_size, architecture.num_experts, architecture.moe_expert_parallel_size,
+                              architecture.moe_top_k, architecture.moe_capacity_factor, architecture.moe_min_capacity,
+                              seed=int(torch.randint(2 ** 31 - 1, ())),
+                              init_stds=lambda name: stds.get(name, init_method.std))
 
     def forward(self, hidden, attention_mask=None, layer_cache=None, position_ids=None):
         def attention(x):
@@ -267,7 +275,8 @@ class ParallelTransformer(torch.nn.Module):
         layers = []
         for number in range(num_layers):
             with seeded(None if seed is None else seed + number):
-                layers.append(ParallelTransformerLayer(**options, attention_type=architecture.attention_type(number)))
+                layers.append(ParallelTransformerLayer(**options, attention_type=architecture.attention_type(number),
+                                                       mixture_of_experts=number in architecture.moe_layers))
         self.layers = torch.nn.ModuleList(layers)
         self.final_layernorm = make_norm(architecture.normalization, hidden_size, layernorm_epsilon) \
             if pre_layernorm else None

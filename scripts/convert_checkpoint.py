@@ -93,6 +93,8 @@ def transformers_family(args):
     flags = vars(add_architecture_args(argparse.ArgumentParser()).parse_args([]))
     flags.update({name: args[name] for name in flags if args.get(name) is not None})
     arch = architecture_from_args(argparse.Namespace(**flags, num_layers=args["num_layers"]))
+    if arch.num_experts > 1:
+        raise ValueError("a mixture-of-experts checkpoint: no transformers model of this family has experts")
     types = set(arch.attention_types)
     plain = arch.normalization == "layernorm" and not arch.rezero and arch.bias and arch.activation not in GLU_ACTIVATIONS
     learned = plain and arch.learned_positions and not arch.untie_embeddings and not arch.parallel_residual

@@ -227,3 +227,31 @@ def test_optimizer_choice_goes_into_the_ds_config(tmp_path):
     config.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}}))
     with pytest.raises(ConfigError, match="names the optimizer 'AdamW' but --optimizer adafactor"):
         build_ds_config(arguments.get_args(["--optimizer", "adafactor", "--deepspeed_config", str(config)]), 1)
+
+
+def _moe_case():
+    import mpu
+    from model.moe import MoEMLP
+    from model.transformer import ParallelMLP, init_normal
+    mpu.initialize_model_parallel(1)
+    torch.manual_seed(0)
+    expert = ParallelMLP(16, 32, 0.0, init_normal(0.2), init_normal(0.1), "gelu_tanh")
+    layer = MoEMLP(expert, 16, num_experts=4, expert_parallel_size=1, top_k=1, capacity_factor=8.0, min_capacity=4,
+                   seed=7, init_stds=lambda name: 0.2).eval()
+    x = torch.randn(2, 10, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = layer(x)
+        experts = layer.moe.deepspeed_moe.experts.deepspeed_experts
+        probabilities = torch.softmax(layer.moe.deepspeed_moe.gate.wg(x.reshape(-1, 16)).float(), dim=-1)
+        chosen = probabilities.argmax(-1)
+        plain = torch.stack([probabilities[t, e] * experts[e](x.reshape(-1, 16)[t]) for t, e in enumerate(chosen.tolist())])
+    distinct = len({round(float(e.dense_h_to_4h.weight[0, 0]), 6) for e in experts})
+    return ours.reshape(-1, 16), plain, distinct, len(set(chosen.tolist())), float(layer.aux_loss)
+
+
+def test_mixture_of_experts_routes_each_token_to_its_top_expert():
+    """DeepSpeed's MoE layer with ample capacity: each token gets its most probable expert's output times
+    that probability (a plain top-1 computation here); the experts start different; the balance loss is kept."""
+    ours, plain, distinct, used, aux = _single_rank(_moe_case)
+    torch.testing.assert_close(ours, plain, atol=1e-5, rtol=1e-4)
+    assert distinct == 4 and used > 1 and aux > 0

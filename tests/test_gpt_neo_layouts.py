@@ -1,6 +1,6 @@
 """GPT-Neo / GPT-NeoX architecture choices train to the same losses on every layout: the first 20
-training losses at TP=2, 2 ranks ZeRO-2 and PP=2 equal one process (1e-4), with lengths that differ
-per sample (--eod-mask-loss on packed documents)."""
+training losses at TP=2, 2 ranks ZeRO-2, PP=2 and 2 expert-parallel ranks equal one process (1e-4),
+with lengths that differ per sample (--eod-mask-loss on packed documents); Adafactor; MoE resumes."""
 
 import pytest
 
@@ -18,15 +18,12 @@ CONFIGS = {  # each covers several choices; together, every one
         ["--attention-types", "linear local", "--attention-window", "6", "--position-embedding-type", "alibi",
          "--activation", "geglu", "--normalization", "scalenorm", "--rezero", "--no-bias", "--no-attention-scaling",
          "--lr", "2e-2"],  # ReZero blocks start as the identity: a higher rate to see the loss move in 20 steps
-    "axial, GPT-Neo's mlp_glu": ["--position-embedding-type", "axial", "--axial-pos-shape", "4", "8",
-                                 "--activation", "mlp_glu"],
-}
+}  # axial positions and GPT-Neo's mlp_glu: with the mixture of experts below
 LAYOUTS = {  # config -> [(name, world size, flags, micro batch)]
     "local+global, rotary, swiglu, rmsnorm, parallel residual, untied, no qkv bias": [
         ("TP=2", 2, ["--model-parallel-size", "2"], 8), ("2 ranks ZeRO-2", 2, ["--zero-stage", "2"], 4)],
     "linear+local, alibi, geglu, scalenorm, rezero, no bias, unscaled": [
         ("TP=2", 2, ["--model-parallel-size", "2"], 8), ("PP=2", 2, ["--pipe-parallel-size", "2"], 8)],
-    "axial, GPT-Neo's mlp_glu": [("TP=2", 2, ["--model-parallel-size", "2"], 8)],
 }
 
 
@@ -65,3 +62,33 @@ def test_adafactor_trains_alike_on_one_and_two_ranks(gpt2_data_prefix):
                                                                    batch_size=4)):
         for i, (got, expected) in enumerate(zip(losses, single), start=1):
             assert abs(got - expected) <= 1e-4 * abs(expected), f"iteration {i}: {got} != {expected}"
+
+
+MOE = ["--position-embedding-type", "axial", "--axial-pos-shape", "4", "8", "--activation", "mlp_glu",
+       "--num-experts", "4", "--moe-layers", "every:2", "--moe-capacity-factor", "4.0", "--moe-loss-coeff", "0"]
+
+
+def _moe_runs(argv, save):
+    """The 20 iterations with a checkpoint at 10, then iterations 11-20 again from that checkpoint."""
+    import mpu
+    unbroken = train(argv + ["--save", save, "--save-interval", "10"])
+    mpu.destroy_model_parallel()
+    resumed = train(argv + ["--load", save, "--load-tag", "global_step10", "--save", save + "-resumed"])
+    return unbroken, resumed
+
+
+def test_mixture_of_experts_on_two_ranks_and_resumed(gpt2_data_prefix, tmp_path):
+    """Experts (GPT-Neo's mlp_glu, axial positions) spread over 2 ranks (all-to-all over gloo) under ZeRO-2
+    give one process's losses (the
+    balance loss is off here: GShard's loss is per rank's tokens, so it differs with the layout); a run
+    resumed from its step-10 checkpoint, experts' files included, continues exactly."""
+    (single,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *MOE))
+    assert single[-1] < single[0] - 0.5, single
+    for unbroken, resumed in run_distributed(2, _moe_runs, train_argv(
+            gpt2_data_prefix, *MOE, "--moe-expert-parallel-size", "2", "--zero-stage", "2", batch_size=4),
+            str(tmp_path / "moe")):
+        for i, (got, expected) in enumerate(zip(unbroken, single), start=1):
+            assert abs(got - expected) <= 1e-4 * abs(expected), f"iteration {i}: {got} != {expected}"
+        assert resumed == unbroken[10:]
+    (balance,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *MOE[:-1], "0.01"), "moe loss")
+    assert all(0.9 < value < 4.0 for value in balance)  # E x sum(fraction x probability): 1 when balanced
