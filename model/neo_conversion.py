@@ -39,6 +39,21 @@ def _blocks_to_per_head(tensor, heads):
     return tensor.reshape(3, heads, -1, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape).contiguous()
 
 
+def _neox_layers(source, layers, heads, to_ours):
+    """The transformer layers' tensors of one side (ours or GPT-NeoX's) from the other's."""
+    reorder = _per_head_to_blocks if to_ours else _blocks_to_per_head
+    names = {**_NEOX_LAYER, **{f"attention.query_key_value.{kind}": f"attention.query_key_value.{kind}"
+                                for kind in ("weight", "bias")}}
+    out = {}
+    for i in range(layers):
+        for ours, theirs in names.items():
+            ours, theirs = f"transformer.layers.{i}.{ours}", f"gpt_neox.layers.{i}.{theirs}"
+            source_name, target_name = (theirs, ours) if to_ours else (ours, theirs)
+            tensor = source[source_name]
+            out[target_name] = reorder(tensor, heads) if "query_key_value" in ours else tensor.clone()
+    return out
+
+
 def gpt_neo_from_hf(config, hf_state, padded_vocab_size):
     """(our state dict, our flags) of a GPTNeoForCausalLM."""
     layers = config["num_layers"]
@@ -106,13 +121,7 @@ def gpt_neox_from_hf(config, hf_state, padded_vocab_size):
     if not tied:
         output = hf_state["embed_out.weight"] if "embed_out.weight" in hf_state else hf_state["lm_head.weight"]
         state["output_embeddings.weight"] = _padded(output, padded_vocab_size)
-    for i in range(layers):
-        ours, theirs = f"transformer.layers.{i}.", f"gpt_neox.layers.{i}."
-        for kind in ("weight", "bias"):
-            state[f"{ours}attention.query_key_value.{kind}"] = _per_head_to_blocks(
-                hf_state[f"{theirs}attention.query_key_value.{kind}"], heads)
-        for name, their_name in _NEOX_LAYER.items():
-            state[ours + name] = hf_state[theirs + their_name].clone()
+    state.update(_neox_layers(hf_state, layers, heads, to_ours=True))
     rope = config.get("rope_parameters") or {}
     activation = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu", "silu": "silu"}.get(config.get("hidden_act"))
     if activation is None:
@@ -136,13 +145,7 @@ def hf_from_gpt_neox(state, args, vocab_size):
                 "gpt_neox.final_layer_norm.bias": state["transformer.final_layernorm.bias"].clone()}
     if untied:
         hf_state["embed_out.weight"] = state["output_embeddings.weight"][:vocab_size].clone()
-    for i in range(layers):
-        ours, theirs = f"transformer.layers.{i}.", f"gpt_neox.layers.{i}."
-        for kind in ("weight", "bias"):
-            hf_state[f"{theirs}attention.query_key_value.{kind}"] = _blocks_to_per_head(
-                state[f"{ours}attention.query_key_value.{kind}"], heads)
-        for name, their_name in _NEOX_LAYER.items():
-            hf_state[theirs + their_name] = state[ours + name].clone()
+    hf_state.update(_neox_layers(state, layers, heads, to_ours=False))
     config = dict(vocab_size=vocab_size, hidden_size=words.size(1), num_hidden_layers=layers,
                   num_attention_heads=heads, intermediate_size=state["transformer.layers.0.mlp.dense_h_to_4h.weight"].size(0),
                   hidden_act={"gelu_tanh": "gelu_new"}.get(args.get("activation"), args.get("activation")),
