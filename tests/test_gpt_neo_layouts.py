@@ -23,7 +23,8 @@ LAYOUTS = {  # config -> [(name, world size, flags, micro batch)]
     "local+global, rotary, swiglu, rmsnorm, parallel residual, untied, no qkv bias": [
         ("TP=2", 2, ["--model-parallel-size", "2"], 8), ("2 ranks ZeRO-2", 2, ["--zero-stage", "2"], 4)],
     "linear+local, alibi, geglu, scalenorm, rezero, no bias, unscaled": [
-        ("TP=2", 2, ["--model-parallel-size", "2"], 8), ("PP=2", 2, ["--pipe-parallel-size", "2"], 8)],
+        ("TP=2", 2, ["--model-parallel-size", "2"], 8), ("2 ranks ZeRO-2", 2, ["--zero-stage", "2"], 4),
+        ("PP=2", 2, ["--pipe-parallel-size", "2"], 8)],
 }
 
 
