@@ -33,6 +33,7 @@ from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
 from model.moe import MoEMLP
+from precision import emulated_bf16_warning
 from model.normalization import NORMS, compute_layernorms_in_fp32
 
 
@@ -248,6 +249,9 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
     ds_config = build_ds_config(args, dp)
+    warning = emulated_bf16_warning(args.bf16, get_accelerator().device_name() == "cpu")
+    if warning and dist.get_rank() == 0:
+        print(warning, file=sys.stderr, flush=True)
     global_batch = args.batch_size * dp * args.gradient_accumulation_steps
     # every evaluation scores the same validation batches
     num_samples = (args.train_iters * global_batch, args.eval_iters * global_batch, args.eval_iters * global_batch)

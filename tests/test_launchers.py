@@ -30,7 +30,8 @@ def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, gpt2_data_prefix):
     checkpoints = tmp_path / "checkpoints"
     result = _script("ds_pretrain_gpt2.sh",
                      {"NUM_GPUS": "2", "TRAIN_ITERS": "4", "NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "SEQ_LENGTH": "32",
-                      "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port())},
+                      "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
+                      "DS_CONFIG": "ds_configs/ds_zero2_bf16.json"},
                      "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path), "--log-interval", "2",
                      "--eval-interval", "2", "--eval-iters", "1", "--tensorboard-dir", str(tmp_path / "runs"))
     output = result.stdout + result.stderr
@@ -101,3 +102,17 @@ def test_arch_list_suffixes_are_dropped_for_deepspeeds_op_builder(monkeypatch):
     assert listed == "8.0 9.0 9.0+PTX 10.0"
     assert [tuple(int(part.split("+")[0]) for part in cc.split(".")) for cc in listed.split()] == \
         [(8, 0), (9, 0), (9, 0), (10, 0)]
+
+
+def test_emulated_bf16_is_one_warning_with_this_machines_ratio(monkeypatch):
+    """On a CPU without native bf16 (faked here: this one may have it), --bf16 gets one line with the
+    measured matmul ratio; with native bf16, on a GPU, or in fp32, nothing."""
+    import precision
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    warning = precision.emulated_bf16_warning(bf16=True, on_cpu=True)
+    assert re.fullmatch(r"warning: --bf16 on a CPU without native bf16: torch emulates it, and a bf16 matmul runs "
+                        r"\d+\.\dx the time of an fp32 one here; .*ds_configs/ds_zero2\.json\)", warning), warning
+    assert precision.emulated_bf16_warning(bf16=False, on_cpu=True) is None
+    assert precision.emulated_bf16_warning(bf16=True, on_cpu=False) is None
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    assert precision.emulated_bf16_warning(bf16=True, on_cpu=True) is None
