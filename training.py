@@ -19,7 +19,7 @@ import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
-from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
+from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_groups_for_optimizer
 
 import mpu
 from batches import batches, micro_batches
@@ -32,7 +32,7 @@ from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
-from model.moe import MoEMLP
+from model.moe import active_expert_parameters, is_moe
 from precision import emulated_bf16_warning
 from model.normalization import NORMS, compute_layernorms_in_fp32
 
@@ -50,22 +50,23 @@ def param_groups(model):
             undecayed = isinstance(module, NORM_TYPES) or name == "bias" or name.endswith("rezero")
             (no_decay if undecayed else decay).append(param)
     groups = [{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
-    if any(isinstance(module, MoEMLP) for module in model.modules()):  # experts: their own data-parallel groups
+    if is_moe(model):  # experts: their own data-parallel groups
         groups = split_params_into_different_moe_groups_for_optimizer(groups)
     return groups
 
 
 def count_parameters(model):
-    """Parameters of the whole model: all tensor-parallel slices, ZeRO-3 partitions and pipeline stages
-    (a tied weight counted once)."""
+    """Parameters of the whole model a token runs through: all tensor-parallel slices, ZeRO-3 partitions
+    and pipeline stages (a tied weight counted once); of a mixture of experts, the top-k experts' (the
+    FLOPs per token follow these)."""
     counts = [0, 0]  # tensor-parallel slices, replicated
     for p in model.parameters():
-        if not getattr(p, "ds_pipe_replicated", False):
+        if not getattr(p, "ds_pipe_replicated", False) and not is_moe_param(p):
             counts[not getattr(p, "tensor_model_parallel", False)] += getattr(p, "ds_numel", p.numel())
     total = torch.tensor(counts, dtype=torch.float64, device=get_accelerator().current_device_name())
     dist.all_reduce(total[:1], group=mpu.get_model_parallel_group())
     dist.all_reduce(total, group=mpu.get_pipeline_model_parallel_group())
-    return int(total.sum().item())
+    return int(total.sum().item()) + active_expert_parameters(model)
 
 
 def _average_over_data_parallel(values):
@@ -361,7 +362,7 @@ def _pretrain(args, datasets_provider, model_provider, steps):
     engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
         args, datasets_provider, model_provider, has_pipeline_form=steps.has_pipeline_form)
     parameters = count_parameters(engine.module)
-    print_rank_0(f"> {parameters:,} parameters; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
+    print_rank_0(f"> {parameters:,} parameters{' active per token' if is_moe(engine.module) else ''}; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
                  f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "
                  f"{mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
                  f"{engine.zero_optimization_stage()}, {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "

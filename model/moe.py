@@ -41,6 +41,17 @@ class MoEMLP(torch.nn.Module):
         return output
 
 
+def is_moe(model):
+    return any(isinstance(module, MoEMLP) for module in model.modules())
+
+
+def active_expert_parameters(model):
+    """Expert parameters a token runs through: top-k experts' in every MoE layer."""
+    return sum(module.moe.deepspeed_moe.gate.k * sum(p.numel() for p in
+                                                     module.moe.deepspeed_moe.experts.deepspeed_experts[0].parameters())
+               for module in model.modules() if isinstance(module, MoEMLP))
+
+
 def moe_aux_loss(model):
     """The sum of the MoE layers' load-balancing losses of the last forward, or None without MoE layers."""
     losses = [module.aux_loss for module in model.modules() if isinstance(module, MoEMLP)]

@@ -255,3 +255,22 @@ def test_mixture_of_experts_routes_each_token_to_its_top_expert():
     ours, plain, distinct, used, aux = _single_rank(_moe_case)
     torch.testing.assert_close(ours, plain, atol=1e-5, rtol=1e-4)
     assert distinct == 4 and used > 1 and aux > 0
+
+
+def _parameter_counts():
+    import mpu
+    from model import GPT2Model
+    from model.architecture import Architecture
+    from training import count_parameters
+    mpu.initialize_model_parallel(1)
+    counts = {}
+    for name, architecture in (("dense", Architecture()), ("moe", Architecture(moe_layers=(1, 3), num_experts=4))):
+        counts[name] = count_parameters(GPT2Model(4, 512, 32, 4, 16, architecture=architecture))
+    return counts
+
+
+def test_an_moe_model_counts_the_parameters_a_token_runs_through():
+    """Top-1 of 4 experts: a token runs through one MLP per layer, as in the dense model, plus the gates
+    (hidden x experts each): the FLOPs in the log lines follow this count."""
+    counts = _single_rank(_parameter_counts)
+    assert counts["moe"] == counts["dense"] + 2 * 32 * 4
