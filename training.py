@@ -250,9 +250,10 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
     ds_config = build_ds_config(args, dp)
-    warning = emulated_bf16_warning(args.bf16, get_accelerator().device_name() == "cpu")
-    if warning and dist.get_rank() == 0:
-        print(warning, file=sys.stderr, flush=True)
+    if dist.get_rank() == 0:  # one rank measures and says it
+        warning = emulated_bf16_warning(args.bf16, get_accelerator().device_name() == "cpu")
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     global_batch = args.batch_size * dp * args.gradient_accumulation_steps
     # every evaluation scores the same validation batches
     num_samples = (args.train_iters * global_batch, args.eval_iters * global_batch, args.eval_iters * global_batch)
