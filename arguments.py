@@ -244,6 +244,10 @@ def add_checkpointing_args(parser):
                        help="resume from this tag folder of --load (default: the one 'latest' names, or the newest "
                             "complete one before it)")
     group.add_argument("--ckpt-step", type=int, default=None, help="resume from tag global_step<N> of --load")
+    group.add_argument("--universal-checkpoint", action="store_true",
+                       help="resume through the layout-free form of the checkpoint (model, fp32 master weights, "
+                            "optimizer moments, schedule, iteration, consumed samples), as a resume at another "
+                            "tensor-, pipeline- or data-parallel size, ZeRO stage or precision does by itself")
     group.add_argument("--keep-last-n-checkpoints", type=int, default=None,
                        help="after each save, delete older committed checkpoints beyond the newest N")
     return parser

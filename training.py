@@ -286,9 +286,13 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         model = model_provider(args, tokenizer)
     if args.fp32_layernorm:
         compute_layernorms_in_fp32(model)
+    groups, names = param_groups(model), {id(p): name for name, p in model.named_parameters()}
+    # the names of the optimizer's parameters by position, for reading a ZeRO-0 checkpoint at another layout
+    names_by_position = [[names[id(p)] for p in group["params"]] for group in groups]
     engine, _, _, _ = deepspeed.initialize(  # a PipelineModule brings its own grid (the same groups as mpu's)
-        model=model, model_parameters=param_groups(model), config=ds_config, mpu=None if pipelined else mpu,
+        model=model, model_parameters=groups, config=ds_config, mpu=None if pipelined else mpu,
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
+    engine.optimizer_parameter_names = names_by_position
     if engine.zero_optimization_stage() == 0 and not (args.bf16 or args.fp16):
         _guard_fp32_steps(engine)
     return engine, tokenizer, datasets, global_batch

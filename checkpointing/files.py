@@ -47,6 +47,10 @@ def latest_tag(directory):
     return tag
 
 
+def has_model_files(folder):
+    return any(re.fullmatch(r"(?:zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pt", name) for name in os.listdir(folder))
+
+
 def model_files(folder):
     """The model-states file of each tensor-parallel rank in a tag folder, in rank order."""
     by_rank = {}

@@ -16,11 +16,12 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 import mpu
-from initialize import UsageError, print_rank_0, rng_state, set_rng_state
+from initialize import UsageError, print_rank_0, rng_state, set_random_seed, set_rng_state
 from learning_rates import continue_schedule, settings_from_checkpoint
 
 from . import tags
-from .files import checkpoint_layout
+from .files import checkpoint_layout, has_model_files
+from .universal import is_complete, load_universal, universal_folder, write_universal
 
 DATA_FLAGS = {"data_path": "--data-path", "train_data": "--train-data"}
 
@@ -81,19 +82,73 @@ def _warn_about_other_data(args, saved_args):
                          "data position in the new data")
 
 
-def load_checkpoint(engine, args):
-    """Resume from args.load; returns (iteration, consumed samples, tag or None)."""
-    tag = _tag_to_load(args)
-    if tag is None:
-        print_rank_0(f"warning: no checkpoint in --load {args.load} (no 'latest' file); training from scratch")
-        return 0, 0, None
-    saved = checkpoint_layout(os.path.join(args.load, tag))
-    if saved != (args.model_parallel_size, args.pipe_parallel_size):
-        flags = f"--model-parallel-size {saved[0]} --pipe-parallel-size {saved[1]}"
-        raise UsageError(f"--load {args.load}: checkpoint {tag} was saved with {flags} but this run uses "
-                         f"--model-parallel-size {args.model_parallel_size} --pipe-parallel-size "
-                         f"{args.pipe_parallel_size}; resume with {flags}, or convert the checkpoint to the new "
-                         "layout first (scripts/convert_checkpoint.py)")
+def layout_of_run(engine, args):
+    """This run's layout as a manifest records it."""
+    return {"tensor_parallel": mpu.get_model_parallel_world_size(),
+            "pipeline_parallel": mpu.get_pipeline_model_parallel_world_size(),
+            "data_parallel": mpu.get_data_parallel_world_size(), "zero_stage": engine.zero_optimization_stage(),
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
+
+
+_LAYOUT_WORDS = (("tensor_parallel", "TP {}"), ("pipeline_parallel", "PP {}"), ("data_parallel", "DP {}"),
+                 ("zero_stage", "ZeRO-{}"), ("precision", "{}"))
+
+
+def _describe(layout):
+    return ", ".join(words.format(layout[key]) for key, words in _LAYOUT_WORDS if key in layout)
+
+
+def _other_layout(folder, now):
+    """The layout a tag was saved at when it differs from `now` (None when the same: DeepSpeed's own
+    loading serves); keys an older manifest lacks are taken as unchanged."""
+    saved = tags.saved_layout(folder)
+    if saved is None:
+        tensor, pipeline = checkpoint_layout(folder)
+        saved = {"tensor_parallel": tensor, "pipeline_parallel": pipeline}
+    return saved if any(saved[key] != now[key] for key in now if key in saved) else None
+
+
+def _convert_once(args, tag, folder, target):
+    """Rank 0 writes the tag's layout-free form into `target` (kept for later resumes); all ranks wait."""
+    problem = None
+    if dist.get_rank() == 0:
+        try:
+            write_universal(folder, target)
+        except OSError as error:
+            problem = (f"writing its layout-free form into {target} failed ({error}); convert it into another folder "
+                       f"with python scripts/convert_checkpoint.py --load {args.load} --save NEW_FOLDER, then --load "
+                       "NEW_FOLDER")
+        except (ValueError, KeyError) as error:
+            problem = str(error)
+    answer = [problem]
+    dist.broadcast_object_list(answer, src=0)
+    if answer[0]:
+        raise UsageError(f"--load {args.load}: checkpoint {tag} cannot be resumed at this layout: {answer[0]}")
+
+
+def _load_universal(engine, args, tag, why, now):
+    """Resume through the tag's layout-free form (converting it once if needed); returns (iteration,
+    consumed samples, saved args, scheduler steps)."""
+    folder = os.path.join(args.load, tag)
+    target = universal_folder(folder)
+    if not is_complete(target):
+        print_rank_0(f"--load {args.load}: checkpoint {tag} {why}: converting it to its layout-free form in {target} "
+                     "(once), then resuming")
+        _convert_once(args, tag, folder, target)
+    with_optimizer = not (args.finetune or args.no_load_optim)
+    try:
+        state = load_universal(engine, args, target, with_optimizer)
+    except ValueError as error:
+        raise UsageError(f"--load {args.load}: {error}") from None
+    print_rank_0(f"loaded checkpoint {target} (layout-free, at {_describe(now)}); random streams start afresh from "
+                 "--seed and the iteration")
+    set_random_seed(args.seed + state["iteration"])
+    return state["iteration"], state["consumed_samples"], state["args"], state["scheduler_steps"]
+
+
+def _load_native(engine, args, tag):
+    """DeepSpeed's own loading at the saved layout; returns (iteration, consumed samples, saved args,
+    scheduler steps)."""
     full = not args.finetune
     try:
         path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
@@ -110,13 +165,37 @@ def load_checkpoint(engine, args):
     if path is None:
         raise UsageError(f"--load {args.load}: DeepSpeed could not load checkpoint {tag}")
     print_rank_0(f"loaded checkpoint {path}")
+    if not args.finetune and not args.no_load_rng:
+        _restore_rng(os.path.join(args.load, tag))
+    scheduler = engine.lr_scheduler
+    return (client.get("iteration", 0), client.get("consumed_samples", 0), client.get("args", {}),
+            scheduler.last_epoch if isinstance(scheduler, LambdaLR) else None)
+
+
+def load_checkpoint(engine, args):
+    """Resume from args.load; returns (iteration, consumed samples, tag or None). A checkpoint saved at
+    another layout (tensor-, pipeline-, data-parallel size, ZeRO stage, precision), or a layout-free one,
+    is resumed through its layout-free form (universal.py)."""
+    tag = _tag_to_load(args)
+    if tag is None:
+        print_rank_0(f"warning: no checkpoint in --load {args.load} (no 'latest' file); training from scratch")
+        return 0, 0, None
+    folder, now = os.path.join(args.load, tag), layout_of_run(engine, args)
+    native = has_model_files(folder)
+    saved_layout = _other_layout(folder, now) if native else None
+    if args.universal_checkpoint or saved_layout is not None or not native:
+        if not isinstance(engine.lr_scheduler, LambdaLR) and not args.finetune:
+            raise UsageError(f"--load {args.load}: a ds_config 'scheduler' keeps a state of DeepSpeed's own, which "
+                             "does not change layout; resume at the saved layout, or take the schedule from the "
+                             "flags (--lr-decay-style, --warmup)")
+        why = (f"was saved at {_describe(saved_layout)} and this run is {_describe(now)}" if saved_layout else
+               "is read through its layout-free form (--universal-checkpoint)")
+        iteration, consumed, saved_args, steps = _load_universal(engine, args, tag, why, now)
+    else:
+        iteration, consumed, saved_args, steps = _load_native(engine, args, tag)
     if args.finetune:
         return 0, 0, tag
-    if not args.no_load_rng:
-        _restore_rng(os.path.join(args.load, tag))
-    saved_args = client.get("args", {})
     _warn_about_other_data(args, saved_args)
-    iteration = client.get("iteration", 0)
     if isinstance(engine.lr_scheduler, LambdaLR):  # ours (a ds_config "scheduler" keeps DeepSpeed's state)
         try:
             taken = settings_from_checkpoint(args, saved_args)
@@ -124,9 +203,8 @@ def load_checkpoint(engine, args):
             raise UsageError(f"--load {args.load}: {error}") from None
         if taken:
             print_rank_0(taken)
-        steps = iteration if args.no_load_optim else engine.lr_scheduler.last_epoch  # fp16 skips are not steps
-        continue_schedule(engine.lr_scheduler, steps, args.lr)
-    return iteration, client.get("consumed_samples", 0), tag
+        continue_schedule(engine.lr_scheduler, iteration if args.no_load_optim else steps, args.lr)  # fp16 skips are not steps
+    return iteration, consumed, tag
 
 
 def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
@@ -137,6 +215,7 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
     tag = f"global_step{iteration}"
     folder = os.path.join(args.save, tag)
     client_state = {"iteration": iteration, "consumed_samples": consumed_samples,
+                    "optimizer_parameter_names": engine.optimizer_parameter_names,
                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list,
                                                                                    tuple, type(None)))}}
     try:
@@ -149,10 +228,7 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
                          "resume from it with --load") from None
     dist.barrier()
     if dist.get_rank() == 0:
-        tags.commit(args.save, tag, iteration, {
-            "tensor_parallel": mpu.get_model_parallel_world_size(),
-            "pipeline_parallel": mpu.get_pipeline_model_parallel_world_size(),
-            "data_parallel": mpu.get_data_parallel_world_size(), "zero_stage": engine.zero_optimization_stage()})
+        tags.commit(args.save, tag, iteration, layout_of_run(engine, args))
         if args.keep_last_n_checkpoints:
             tags.prune(args.save, args.keep_last_n_checkpoints, {tag, *protected})
     dist.barrier()

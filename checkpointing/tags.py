@@ -78,6 +78,15 @@ def commit(directory, tag, iteration, layout):
     write_atomically(os.path.join(directory, "latest"), tag)
 
 
+def saved_layout(folder):
+    """The layout a committed tag's manifest records, or None (no manifest)."""
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+            return json.load(f)["layout"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _problem_of_file(folder, name, expected):
     path = os.path.join(folder, name)
     if not os.path.isfile(path):

@@ -115,12 +115,27 @@ def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_
                           activation_checkpoint_func=mpu.checkpoint, checkpointable_layers=["ParallelTransformerLayer"])
 
 
+def gpt2_name(layer_index, name, num_layers):
+    """GPT2Model's name of parameter `name` of pipeline layer `layer_index` (a pipeline checkpoint's
+    layer_II files and the PipelineModule's '{index}.{name}' parameters)."""
+    if layer_index == num_layers + 2:
+        return "transformer.final_layernorm." + name
+    if 2 <= layer_index < num_layers + 2:
+        return f"transformer.layers.{layer_index - 2}.{name}"
+    return name
+
+
+def gpt2_name_of_pipeline_parameter(name, num_layers):
+    """GPT2Model's name of a PipelineModule parameter ('tied_modules.embed.word_embeddings.weight',
+    '3.attention.dense.weight')."""
+    head, rest = name.split(".", 1)
+    if head == "tied_modules":
+        return rest.split(".", 1)[1]
+    return gpt2_name(int(head), rest, num_layers)
+
+
 def gpt2_state_from_layers(layer_states, num_layers):
     """GPT2Model's state dict (of one tensor-parallel rank) from the pipeline's per-layer state dicts
     {layer index: state dict}, as a pipeline checkpoint holds them."""
-    prefixes = {0: "", 1: "", num_layers + 2: "transformer.final_layernorm.", num_layers + 3: ""}
-    state = {}
-    for index, layer_state in layer_states.items():
-        prefix = prefixes.get(index, f"transformer.layers.{index - 2}.")
-        state.update({prefix + name: tensor for name, tensor in layer_state.items()})
-    return state
+    return {gpt2_name(index, name, num_layers): tensor
+            for index, layer_state in layer_states.items() for name, tensor in layer_state.items()}

@@ -9,6 +9,7 @@ else is replicated.
 
 import torch
 
+VOCABULARY = ("word_embeddings.weight", "output_embeddings.weight", "lm_bias")  # rows: padded vocabulary
 _RULES = (  # (name suffix, dim, stride)
     ("word_embeddings.weight", 0, 1),
     ("output_embeddings.weight", 0, 1),
@@ -24,28 +25,33 @@ _RULES = (  # (name suffix, dim, stride)
 )
 
 
+def is_vocabulary(name):
+    return name.endswith(VOCABULARY)
+
+
 def partition_of(name):
     """(dim, stride) for a partitioned parameter, None for a replicated one."""
     return next(((dim, stride) for suffix, dim, stride in _RULES if name.endswith(suffix)), None)
 
 
+def shard_of(name, tensor, world_size, rank):
+    """Tensor-parallel rank `rank`'s part of the full tensor of parameter `name` (the tensor itself when
+    replicated)."""
+    partition = partition_of(name)
+    if partition is None:
+        return tensor
+    dim, stride = partition
+    if tensor.size(dim) % (world_size * stride):
+        raise ValueError(f"{name}: dimension {dim} of size {tensor.size(dim)} does not split into "
+                         f"{world_size} tensor-parallel shards")
+    chunks = torch.chunk(tensor, world_size * stride, dim=dim)
+    return torch.cat(chunks[rank::world_size], dim=dim)
+
+
 def split_state(state, world_size):
     """[state of rank 0, ..., state of rank world_size - 1] from a full state dict."""
-    shards = [{} for _ in range(world_size)]
-    for name, tensor in state.items():
-        partition = partition_of(name)
-        if partition is None:
-            for shard in shards:
-                shard[name] = tensor.clone()
-            continue
-        dim, stride = partition
-        if tensor.size(dim) % (world_size * stride):
-            raise ValueError(f"{name}: dimension {dim} of size {tensor.size(dim)} does not split into "
-                             f"{world_size} tensor-parallel shards")
-        chunks = torch.chunk(tensor, world_size * stride, dim=dim)
-        for rank in range(world_size):
-            shards[rank][name] = torch.cat(chunks[rank::world_size], dim=dim).clone()
-    return shards
+    return [{name: shard_of(name, tensor, world_size, rank).clone() for name, tensor in state.items()}
+            for rank in range(world_size)]
 
 
 def merge_states(shards):
