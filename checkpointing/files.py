@@ -22,6 +22,8 @@ from model.tensor_parallel_state import merge_states, split_state
 from .tags import commit, read_latest, torch_save_atomically
 
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
+UNIVERSAL = "universal"  # a tag's layout-free form (universal.py): one file per parameter,
+TRAINING_STATE = "training_state.pt"  # and this one, written last
 
 
 # Besides tensors and plain values: Megatron-LM's argparse.Namespace of flags, and numpy arrays (random
@@ -79,9 +81,27 @@ def checkpoint_layout(folder):
     return (len(layers), ranks // len(layers)) if layers else (ranks, 1)
 
 
+def universal_folder(tag_folder):
+    return os.path.join(tag_folder, UNIVERSAL)
+
+
+def is_complete(folder):
+    """Whether a layout-free folder was written whole."""
+    return os.path.isfile(os.path.join(folder, TRAINING_STATE))
+
+
+def _read_universal_weights(folder):
+    """(fp32 state dict, args) of a layout-free folder."""
+    training_state = load_plain(os.path.join(folder, TRAINING_STATE))
+    return ({name: load_plain(os.path.join(folder, f"{name}.pt"))["fp32"] for name in training_state["parameters"]},
+            training_state["args"])
+
+
 def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
     tag = tag or latest_tag(directory)
+    if not has_model_files(os.path.join(directory, tag)) and is_complete(universal_folder(os.path.join(directory, tag))):
+        return (*_read_universal_weights(universal_folder(os.path.join(directory, tag))), tag)
     files = model_files(os.path.join(directory, tag))
     states = [load_plain(path) for path in files]
     args = states[0].get("args", {})
@@ -105,7 +125,7 @@ def read_shard(directory, rank, world_size, tag=None):
     multiple of world_size, and split again."""
     tag = tag or latest_tag(directory)
     folder = os.path.join(directory, tag)
-    if checkpoint_layout(folder) == (world_size, 1):
+    if has_model_files(folder) and checkpoint_layout(folder) == (world_size, 1):
         saved = load_plain(model_files(folder)[rank])
         if saved["module"] and saved.get("args", {}).get("zero_stage_of_run") != 3:
             return saved["module"], saved.get("args", {}), tag

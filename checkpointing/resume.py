@@ -20,8 +20,8 @@ from initialize import UsageError, print_rank_0, rng_state, set_random_seed, set
 from learning_rates import continue_schedule, settings_from_checkpoint
 
 from . import tags
-from .files import checkpoint_layout, has_model_files
-from .universal import is_complete, load_universal, universal_folder, write_universal
+from .files import checkpoint_layout, has_model_files, is_complete, universal_folder
+from .universal import load_universal, write_universal
 
 DATA_FLAGS = {"data_path": "--data-path", "train_data": "--train-data"}
 

@@ -21,21 +21,9 @@ import mpu
 from model.gpt2_pipeline import gpt2_name_of_pipeline_parameter
 from model.tensor_parallel_state import is_vocabulary, shard_of
 
-from .files import load_plain
+from .files import TRAINING_STATE, load_plain
 from .native_states import WEIGHT, read_native_states
 from .tags import torch_save_atomically
-
-UNIVERSAL = "universal"
-TRAINING_STATE = "training_state.pt"
-
-
-def universal_folder(tag_folder):
-    return os.path.join(tag_folder, UNIVERSAL)
-
-
-def is_complete(folder):
-    return os.path.isfile(os.path.join(folder, TRAINING_STATE))
-
 
 def write_universal(tag_folder, folder):
     """The layout-free form of the native tag at tag_folder, written into `folder`; returns the

@@ -1,8 +1,17 @@
 """Convert between a checkpoint here and a Hugging Face transformers directory (BERT, GPT-2, GPT-Neo,
-GPT-NeoX).
+GPT-NeoX), or a checkpoint into its layout-free form, to resume at another parallel layout.
 
     python scripts/convert_checkpoint.py --from-hf HF_DIR --save CKPT_DIR [--model-parallel-size N]
     python scripts/convert_checkpoint.py --load CKPT_DIR --to-hf HF_DIR
+    python scripts/convert_checkpoint.py --load CKPT_DIR --save CKPT_DIR2 [--model-parallel-size N]
+        [--pipe-parallel-size M] [--load-tag TAG]
+
+--load --save writes the tag (default: the one `latest` names) of a checkpoint saved at any layout
+(TP x PP x DP, ZeRO 0-3, fp32/bf16) as its layout-free form (checkpointing/universal.py): model, fp32
+master weights, optimizer moments, schedule, iteration and consumed samples, one file per parameter.
+A run at any layout resumes from it with --load CKPT_DIR2; --model-parallel-size / --pipe-parallel-size
+only check that the model splits that way. (A resume at another layout converts in place by itself:
+this is for doing it ahead, or into another folder.)
 
 --from-hf reads a GPT2LMHeadModel, GPTNeoForCausalLM, GPTNeoXForCausalLM, or a BertForPreTraining (or
 encoder-only BertModel: its pooler and pretraining heads are then freshly initialised, and said so),
@@ -17,12 +26,16 @@ import argparse
 import os
 import shutil
 import sys
+import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import add_architecture_args, saved_tokenizer  # noqa: E402
 from checkpointing import read_checkpoint, write_checkpoint  # noqa: E402
+from checkpointing.files import latest_tag, universal_folder  # noqa: E402
+from checkpointing.tags import commit  # noqa: E402
+from checkpointing.universal import write_universal  # noqa: E402
 from data_utils.hf_tokenizer import save_for_transformers  # noqa: E402
 from model.bert_conversion import hf_from_bert  # noqa: E402
 from model.gpt2_conversion import hf_from_gpt2  # noqa: E402
@@ -133,22 +146,55 @@ def to_hf(load_dir, hf_dir):
     print(f"wrote {hf_dir} from {load_dir}/{tag}")
 
 
+def reshape(load_dir, save_dir, tag, model_parallel_size, pipe_parallel_size):
+    """The layout-free form of load_dir's tag, committed in save_dir."""
+    if os.path.abspath(load_dir) == os.path.abspath(save_dir):
+        raise ValueError("--save must be another folder than --load (a resume at another layout converts in place "
+                         "by itself)")
+    tag = tag or latest_tag(load_dir)
+    folder = universal_folder(os.path.join(save_dir, tag))
+    started = time.time()
+    state = write_universal(os.path.join(load_dir, tag), folder)
+    args = state["args"]
+    problems = [f"--model-parallel-size {model_parallel_size}: {what} {args[name]} does not split into "
+                f"{model_parallel_size}" for name, what in (("num_attention_heads", "--num-attention-heads"),
+                                                            ("ffn_hidden_size", "--ffn-hidden-size"))
+                if model_parallel_size and args.get(name) and args[name] % model_parallel_size]
+    if pipe_parallel_size and pipe_parallel_size > args["num_layers"]:
+        problems.append(f"--pipe-parallel-size {pipe_parallel_size}: more stages than --num-layers {args['num_layers']}")
+    if problems:
+        shutil.rmtree(os.path.join(save_dir, tag))
+        raise ValueError("; ".join(problems))
+    commit(save_dir, tag, state["iteration"], {"universal": True})
+    layout = "".join(f" {flag} {size}" for flag, size in (("--model-parallel-size", model_parallel_size),
+                                                          ("--pipe-parallel-size", pipe_parallel_size)) if size)
+    print(f"wrote {folder} from {load_dir}/{tag} ({len(state['parameters'])} parameters, iteration "
+          f"{state['iteration']}, {time.time() - started:.1f} s); resume with --load {save_dir}{layout}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from-hf", help="transformers directory to read")
-    parser.add_argument("--save", help="checkpoint directory to write (with --from-hf)")
-    parser.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel shards to write")
+    parser.add_argument("--save", help="checkpoint directory to write (with --from-hf, or --load)")
+    parser.add_argument("--model-parallel-size", type=int, default=None,
+                        help="tensor-parallel shards to write (--from-hf; default 1), or to check (--load --save)")
+    parser.add_argument("--pipe-parallel-size", type=int, default=None, help="pipeline stages to check (--load --save)")
+    parser.add_argument("--load-tag", default=None, help="the tag of --load to convert (--load --save)")
     parser.add_argument("--make-vocab-size-divisible-by", type=int, default=128)
     parser.add_argument("--load", help="checkpoint directory to read")
     parser.add_argument("--to-hf", help="transformers directory to write (with --load)")
     args = parser.parse_args(argv)
-    if bool(args.from_hf) == bool(args.load) or bool(args.from_hf) != bool(args.save) or bool(args.load) != bool(args.to_hf):
-        parser.error("use either --from-hf HF_DIR --save CKPT_DIR or --load CKPT_DIR --to-hf HF_DIR")
+    if [bool(args.from_hf), bool(args.load), bool(args.save), bool(args.to_hf)] not in (
+            [True, False, True, False], [False, True, False, True], [False, True, True, False]):
+        parser.error("use --from-hf HF_DIR --save CKPT_DIR, --load CKPT_DIR --to-hf HF_DIR, or --load CKPT_DIR --save "
+                     "CKPT_DIR2")
     try:
         if args.from_hf:
-            from_hf(args.from_hf, args.save, args.model_parallel_size, args.make_vocab_size_divisible_by)
-        else:
+            from_hf(args.from_hf, args.save, args.model_parallel_size or 1, args.make_vocab_size_divisible_by)
+        elif args.to_hf:
             to_hf(args.load, args.to_hf)
+        else:
+            reshape(args.load, args.save, args.load_tag, args.model_parallel_size, args.pipe_parallel_size)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f"error: {error}")
 
