@@ -135,13 +135,13 @@ def _load_universal(engine, args, tag, why, now):
         print_rank_0(f"--load {args.load}: checkpoint {tag} {why}: converting it to its layout-free form in {target} "
                      "(once), then resuming")
         _convert_once(args, tag, folder, target)
-    with_optimizer = not (args.finetune or args.no_load_optim)
+    with_optimizer, started = not (args.finetune or args.no_load_optim), time.time()
     try:
         state = load_universal(engine, args, target, with_optimizer)
     except ValueError as error:
         raise UsageError(f"--load {args.load}: {error}") from None
-    print_rank_0(f"loaded checkpoint {target} (layout-free, at {_describe(now)}); random streams start afresh from "
-                 "--seed and the iteration")
+    print_rank_0(f"loaded checkpoint {target} (layout-free, at {_describe(now)}; {time.time() - started:.1f} s); "
+                 "random streams start afresh from --seed and the iteration")
     set_random_seed(args.seed + state["iteration"])
     return state["iteration"], state["consumed_samples"], state["args"], state["scheduler_steps"]
 
@@ -149,7 +149,7 @@ def _load_universal(engine, args, tag, why, now):
 def _load_native(engine, args, tag):
     """DeepSpeed's own loading at the saved layout; returns (iteration, consumed samples, saved args,
     scheduler steps)."""
-    full = not args.finetune
+    full, started = not args.finetune, time.time()
     try:
         path, client = engine.load_checkpoint(args.load, tag=tag, load_module_only=args.finetune,
                                               load_optimizer_states=full and not args.no_load_optim,
@@ -164,7 +164,7 @@ def _load_native(engine, args, tag):
                          "--max-position-embeddings, tokenizer)") from None
     if path is None:
         raise UsageError(f"--load {args.load}: DeepSpeed could not load checkpoint {tag}")
-    print_rank_0(f"loaded checkpoint {path}")
+    print_rank_0(f"loaded checkpoint {path} ({time.time() - started:.1f} s)")
     if not args.finetune and not args.no_load_rng:
         _restore_rng(os.path.join(args.load, tag))
     scheduler = engine.lr_scheduler

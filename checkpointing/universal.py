@@ -69,13 +69,17 @@ def _base_optimizer(engine):
 
 
 def _ensure_optimizer_states(engine, keys):
-    """Torch's optimizers, and through them DeepSpeed's ZeRO-1/2 and bf16 ones, create their states at
-    the first step: a resume creates them (zeros, filled next) and links ZeRO's fragments to them."""
+    """Torch's optimizers, and through them DeepSpeed's ZeRO and bf16 ones, create their states at the
+    first step: a resume creates them (zeros, filled next) and links ZeRO-1/2's fragments to them."""
     base = _base_optimizer(engine)
-    for group in base.param_groups:
-        for param in group["params"]:
-            if not base.state[param]:
-                base.state[param].update({key: torch.zeros_like(param) for key in keys}, step=torch.tensor(0.0))
+    # ZeRO-3 hands its flat fp32 partitions to the torch optimizer only while it steps
+    stepped = getattr(engine.optimizer, "fp32_partitioned_groups_flat", None) or [
+        param for group in base.param_groups for param in group["params"]]
+    for param in stepped:
+        state = base.state[param]
+        for key in keys:
+            state.setdefault(key, torch.zeros_like(param))
+        state.setdefault("step", torch.tensor(0.0))
     link = getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
     if link is not None:
         link()

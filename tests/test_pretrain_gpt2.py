@@ -69,21 +69,16 @@ def _errors_body(gpt2_data_prefix, tmp, world_size):
         return messages
     messages["world"] = expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "4",
                                                  "--num-attention-heads", "4"))
-    messages["layout"] = expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "2",
-                                                  "--load", os.path.join(tmp, "tp1")))
     return messages
 
 
 def test_bad_setups_stop_with_one_clear_message(tmp_path, gpt2_data_prefix):
-    run_distributed(1, train, train_argv(gpt2_data_prefix, "--save", str(tmp_path / "tp1"), "--train-iters", "2"))
     (single,) = run_distributed(1, _errors_body, gpt2_data_prefix, str(tmp_path), 1)
     assert "--fp16: DeepSpeed does not support fp16 on the CPU accelerator" in single["fp16"] and "--bf16" in single["fp16"]
     assert "train_batch_size 10 is not divisible by micro batch 4 x data-parallel size 1" in single["batch"]
     assert "--num-attention-heads 2 is not divisible by --model-parallel-size 4" in single["heads"]
     double = run_distributed(2, _errors_body, gpt2_data_prefix, str(tmp_path), 2)[0]
     assert "world size 2 is not divisible by --model-parallel-size 4" in double["world"]
-    assert "was saved with --model-parallel-size 1 --pipe-parallel-size 1 but this run uses --model-parallel-size 2" \
-        in double["layout"]
 
 
 def test_eod_mask_loss_is_a_mean_over_the_global_batch(tmp_path, sample_texts):

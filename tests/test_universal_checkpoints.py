@@ -1,6 +1,6 @@
 """A run saved at one layout resumes at another with its optimizer: trained 10 iterations at TP=2,
-PP=2, 2 ranks ZeRO-3 and one process, resumed at one process, TP=2, 2 ranks ZeRO-1 and 2 ranks ZeRO-2
-for 10 more, iterations 11-20 log the unbroken one-process run's losses, and the fp32 weights and
+PP=2, 2 ranks ZeRO-3 and one process, resumed at one process, TP=2, 2 ranks ZeRO-1, 2 ranks ZeRO-2 and
+2 ranks ZeRO-3 for 10 more, iterations 11-20 log the unbroken one-process run's losses, and the fp32 weights and
 Adam moments the resumed engine holds are the saving engine's, merged over its tensor-parallel ranks
 and pipeline stages and cut for the new layout, exactly (a vocabulary padded for another
 tensor-parallel size loses or gains padding rows, zeros). Dropout is off: two layouts draw different
@@ -81,6 +81,7 @@ CASES = {  # saved at (ranks, flags, micro batch) -> resumed at (ranks, flags, m
     "PP=2 -> TP=2": ((2, ["--pipe-parallel-size", "2", *UNPADDED], 8), (2, ["--model-parallel-size", "2", *UNPADDED], 8)),
     "ZeRO-3 -> ZeRO-1": ((2, ["--zero-stage", "3"], 4), (2, ["--zero-stage", "1"], 4)),
     "one process -> 2 ranks ZeRO-2": ((1, [], 8), (2, ["--zero-stage", "2"], 4)),
+    "TP=2 -> 2 ranks ZeRO-3": ((2, ["--model-parallel-size", "2"], 8), (2, ["--zero-stage", "3"], 4)),
 }
 
 
