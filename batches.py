@@ -37,6 +37,7 @@ def data_loader(dataset, args, consumed_samples=0):
     # it would shift the dropout stream of tensor-parallel rank 0 only, and of a resumed run only.
     return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                                             persistent_workers=args.num_workers > 0,
+                                            pin_memory=get_accelerator().device_name() != "cpu",  # async copies
                                             generator=torch.Generator().manual_seed(args.seed)))
 
 

@@ -62,7 +62,7 @@ def forward_step(batch, model, args, loss_tokens):
     lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0), args.text_vocab_size)
     lm_loss = (lm_losses * batch["loss_mask"].float()).sum() / loss_tokens
     nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
-    return lm_loss + nsp_loss, {"lm loss": lm_loss.item(), "nsp loss": nsp_loss.item()}
+    return lm_loss + nsp_loss, {"lm loss": lm_loss.detach(), "nsp loss": nsp_loss.detach()}
 
 
 STEPS = training.EntrySteps(get_batch, forward_step)

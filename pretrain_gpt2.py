@@ -64,10 +64,10 @@ def get_batch(data_iterator, args):
 def forward_step(batch, model, args, loss_tokens):
     inputs, (labels, loss_mask), options = batch
     loss = language_model_loss(model(inputs, **options), (labels, loss_mask, loss_tokens), args.text_vocab_size)
-    values = {"lm loss": loss.item()}
+    values = {"lm loss": loss.detach()}
     balance = moe_aux_loss(model)
     if balance is not None:  # mixture of experts: the gates' load-balancing loss joins the objective
-        values["moe loss"] = balance.item()
+        values["moe loss"] = balance.detach()
         loss = loss + args.moe_loss_coeff * balance
     return loss, values
 

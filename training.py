@@ -69,30 +69,35 @@ def count_parameters(model):
     return int(total.sum().item()) + active_expert_parameters(model)
 
 
-def _average_over_data_parallel(values):
-    """{name: python float} averaged over the data-parallel group."""
-    names = sorted(values)
-    tensor = torch.tensor([values[n] for n in names], dtype=torch.float64,
-                          device=get_accelerator().current_device_name())
-    dist.all_reduce(tensor, group=mpu.get_data_parallel_group())
-    tensor /= mpu.get_data_parallel_world_size()
-    return dict(zip(names, tensor.tolist()))
+def _averaged_over_data_parallel(rows):
+    """[{name: float}] from [{name: 0-dim tensor (left on the device) or float}], each averaged over the
+    data-parallel group: one collective and one host synchronisation for all the rows."""
+    if not rows:
+        return []
+    names, device = sorted(rows[0]), get_accelerator().current_device_name()
+    table = torch.stack([torch.stack([torch.as_tensor(row[name], dtype=torch.float64, device=device).reshape(())
+                                      for name in names]) for row in rows])
+    dist.all_reduce(table, group=mpu.get_data_parallel_group())
+    table /= mpu.get_data_parallel_world_size()
+    return [dict(zip(names, values)) for values in table.tolist()]
 
 
 class _StopSignal:
-    """SIGTERM (as schedulers send before killing a job) asks for a checkpoint and a clean exit."""
+    """SIGTERM (as schedulers send before killing a job) asks for a checkpoint and a clean exit. The
+    ranks agree on it every iteration over a CPU (gloo) group, so the check never waits for a GPU."""
 
     def __init__(self):
         self.received = False
         signal.signal(signal.SIGTERM, self._handle)
+        self.group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
     def _handle(self, signum, frame):
         self.received = True
 
     def anywhere(self):
-        flag = torch.tensor([int(self.received)], device=get_accelerator().current_device_name())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        flag = torch.tensor([int(self.received)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(flag[0])
 
 
 def evaluate(steps, data_iterator, engine, args, iterations):
@@ -103,14 +108,14 @@ def evaluate(steps, data_iterator, engine, args, iterations):
     with torch.no_grad():
         for _ in range(iterations):
             if isinstance(engine, deepspeed.PipelineEngine):
-                values = {"lm loss": engine.eval_batch(data_iterator).item()}
+                values = {"lm loss": engine.eval_batch(data_iterator)}
             else:
                 ((batch, loss_tokens),) = micro_batches(steps.get_batch, data_iterator, args, 1)
                 _, values = steps.forward_step(batch, engine, args, loss_tokens)
             for name, value in values.items():
-                totals[name] = totals.get(name, 0.0) + float(value) / iterations
+                totals[name] = totals.get(name, 0.0) + value / iterations
     engine.train()
-    return _average_over_data_parallel(totals)
+    return _averaged_over_data_parallel([totals])[0]
 
 
 def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer):
@@ -217,7 +222,8 @@ class EntrySteps(typing.NamedTuple):
 
     get_batch(data_iterator, args) -> (batch, number of loss-bearing tokens in it), on every tensor-parallel
         rank; with a pipeline form the batch begins with (inputs, labels tuple), as the PipelineModule takes them
-    forward_step(batch, model, args, loss_tokens) -> (loss to backpropagate, {name: float to log})
+    forward_step(batch, model, args, loss_tokens) -> (loss to backpropagate, {name: value to log: a detached
+        0-dim tensor, left on the device (the loop reads them once per log interval), or a float})
     has_pipeline_form: the model provider builds a PipelineModule with --pipe-parallel-size > 1; the
         pipeline engine runs its loss on (logits, (*labels, loss_tokens)) and logs it as "lm loss"
     """
@@ -318,9 +324,9 @@ def _guard_fp32_steps(engine):
 
 def _train_step(steps, train_iterator, engine, args):
     """One iteration (--gradient-accumulation-steps micro-batches and an optimizer step): (this rank's
-    logged values, grad norm or None)."""
+    logged values, on the device, grad norm or None)."""
     if args.pipe_parallel_size > 1:  # the engine runs the micro-batches through the stages
-        values = {"lm loss": engine.train_batch(train_iterator).item()}
+        values = {"lm loss": engine.train_batch(train_iterator)}
     else:
         values, accumulation = {}, args.gradient_accumulation_steps
         for batch, loss_tokens in micro_batches(steps.get_batch, train_iterator, args, accumulation):
@@ -328,26 +334,32 @@ def _train_step(steps, train_iterator, engine, args):
             engine.backward(loss)
             engine.step()
             for name, value in step_values.items():
-                values[name] = values.get(name, 0.0) + float(value) / accumulation
+                values[name] = values.get(name, 0.0) + value / accumulation
     return values, engine.get_global_grad_norm()
 
 
 class _LogWindow:
-    """The iterations since the last log line: summed values and training time (evaluation and
-    checkpoints excluded). A window that starts at a resumed iteration holds fewer than
-    --log-interval iterations and is averaged over those it holds."""
+    """The iterations since the last log line: their values (left on the device until the window
+    closes), learning rates and training time (evaluation and checkpoints excluded). A window that
+    starts at a resumed iteration holds fewer than --log-interval iterations and is averaged over
+    those it holds."""
 
     def __init__(self):
-        self.sums, self.iterations, self.seconds = {}, 0, 0.0
+        self.iterations, self.rows, self.rates, self.seconds = [], [], [], 0.0
 
-    def add(self, values, seconds):
-        for name, value in values.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
-        self.iterations += 1
+    def add(self, iteration, values, learning_rate, seconds):
+        self.iterations.append(iteration)
+        self.rows.append(values)
+        self.rates.append(learning_rate)
         self.seconds += seconds
 
-    def means(self):
-        return {name: total / self.iterations for name, total in self.sums.items()}
+    def close(self):
+        """({iteration: {name: value averaged over the data-parallel ranks, "learning rate": rate}},
+        {name: mean over the window}): one collective and one host synchronisation for the window."""
+        rows = _averaged_over_data_parallel(self.rows)
+        history = {i: {**row, "learning rate": rate} for i, row, rate in zip(self.iterations, rows, self.rates)}
+        means = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]} if rows else {}
+        return history, means
 
 
 def _nothing_to_train(args, iteration, tag):
@@ -409,11 +421,12 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
         if args.max_skipped_steps and skipped_in_a_row >= args.max_skipped_steps:
             raise _too_many_skips(args, skipped_in_a_row, iteration, last_saved)
         consumed += global_batch
-        values = _average_over_data_parallel(values)
-        history[iteration] = {**values, "learning rate": engine.get_lr()[0]}
-        window.add(values, time.time() - started)
+        window.add(iteration, values, engine.get_lr()[0], time.time() - started)
         if iteration % args.log_interval == 0:
-            _log_iteration(args, engine, iteration, consumed, window, norm, global_batch, flops_per_token, writer)
+            logged, means = window.close()
+            history.update(logged)
+            _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
+                           writer)
             window = _LogWindow()
         if iteration % args.eval_interval == 0:
             _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
@@ -422,15 +435,15 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
             last_saved = save()
         if stopping:
             print_rank_0(f"exiting at iteration {iteration} ({'--exit-interval' if not stop.received else 'SIGTERM'})")
-            return history, True
+            return {**history, **window.close()[0]}, True
     if args.save and last_saved != f"global_step{iteration}":
         save()
-    return history, False
+    return {**history, **window.close()[0]}, False
 
 
-def _log_iteration(args, engine, iteration, consumed, window, norm, global_batch, flops_per_token, writer):
-    elapsed = window.seconds / window.iterations
-    means = window.means()
+def _log_iteration(args, engine, iteration, consumed, closed_window, norm, global_batch, flops_per_token, writer):
+    means, window = closed_window
+    elapsed = window.seconds / len(window.iterations)
     tokens_per_second = global_batch * args.seq_length / elapsed
     tflops = tokens_per_second * flops_per_token / dist.get_world_size() / 1e12
     learning_rate = engine.get_lr()[0]

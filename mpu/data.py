@@ -41,9 +41,11 @@ def broadcast_data(keys, data, datatype):
                 raise KeyError(f"broadcast_data: key {key!r} is missing from the batch (has {sorted(data)})")
             if data[key].dtype != datatype:
                 raise TypeError(f"broadcast_data: data[{key!r}] has dtype {data[key].dtype}, expected {datatype}")
+    device = get_accelerator().current_device_name()
+    if dist.get_world_size(group=get_model_parallel_group()) == 1:  # nothing to send: no size exchange, no sync
+        return {key: data[key].to(device, non_blocking=True) for key in keys}
     shapes = _broadcast_sizes(keys, data)
     numels = [torch.Size(shape).numel() for shape in shapes]
-    device = get_accelerator().current_device_name()
     if get_model_parallel_rank() == 0:
         flat = torch.cat([data[key].contiguous().view(-1) for key in keys]).to(device)
     else:

@@ -1,0 +1,206 @@
+"""Training throughput side by side, in one process: (a) our GPT2Model in a bare loop (model, loss,
+torch AdamW), (b) pretrain_gpt2.py's whole step (DeepSpeed engine, data, logging) at the same shape,
+(c) transformers' GPT2LMHeadModel in the same bare loop, as the reference.
+
+    python benchmarks/train_throughput.py [--shape cpu|gpt2-350m|gpt2-1.3b] [--rounds 5] [--iters 8]
+        [--precision fp32 bf16] [--threads N]
+
+Systems run interleaved, --rounds times each, --iters timed iterations a round after 2 warm-up ones;
+the median round is kept and the spread (max - min over median) printed. Dropout is off everywhere,
+AdamW everywhere (torch's, foreach; fused on a GPU), the same micro batch and sequence length. bf16
+runs only where the CPU has native bf16 (said when it does not): the bare loops under torch.autocast,
+pretrain_gpt2.py with --bf16 (DeepSpeed's bf16: bf16 weights, fp32 master copy). The last block is a
+profile of pretrain_gpt2.py's step: the share of its time inside forward+loss, backward and the
+optimizer step (the engine's own calls, timed), and the rest: the bookkeeping of the loop.
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SHAPES = {  # layers, hidden, heads, sequence, micro batch
+    "cpu": (6, 384, 6, 256, 8),
+    "gpt2-350m": (24, 1024, 16, 1024, 8),
+    "gpt2-1.3b": (24, 2048, 16, 1024, 8),
+}
+VOCAB = 50304
+WARMUP = 2
+
+
+def _device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _autocast(precision):
+    return torch.autocast(_device(), dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def _adamw(parameters):
+    fused = torch.cuda.is_available()
+    return torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01, fused=fused, foreach=not fused)
+
+
+def _bare_loop(model, loss_of, shape, precision, iterations):
+    """Seconds of `iterations` steps of model + loss + AdamW after warm-up."""
+    layers, hidden, heads, seq, batch = shape
+    tokens = torch.randint(0, 50257, (batch, seq + 1), device=_device())
+    optimizer = _adamw(model.parameters())
+    for step in range(WARMUP + iterations):
+        if step == WARMUP:
+            _sync()
+            started = time.perf_counter()
+        with _autocast(precision):
+            loss = loss_of(model, tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync()
+    return time.perf_counter() - started
+
+
+def ours_bare(shape, precision, iterations):
+    import mpu
+    from initialize import initialize_distributed
+    from model import GPT2Model, language_model_loss
+    if not mpu.model_parallel_is_initialized():
+        initialize_distributed(argparse.Namespace(local_rank=None, distributed_backend=None, model_parallel_size=1,
+                                                  pipe_parallel_size=1))
+    layers, hidden, heads, seq, _ = shape
+    model = GPT2Model(num_layers=layers, vocab_size=VOCAB, hidden_size=hidden, num_attention_heads=heads,
+                      max_sequence_length=seq, embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0,
+                      init_method_std=0.02).to(_device())
+
+    def loss_of(model, inputs, labels):
+        return language_model_loss(model(inputs), (labels, torch.ones_like(labels), labels.numel()), 50257)
+    return _bare_loop(model, loss_of, shape, precision, iterations)
+
+
+def transformers_bare(shape, precision, iterations):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    layers, hidden, heads, seq, _ = shape
+    config = GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=hidden, n_layer=layers, n_head=heads,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(config, attn_implementation="sdpa").to(_device())
+
+    def loss_of(model, inputs, labels):
+        logits = model(inputs).logits
+        return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1))
+    return _bare_loop(model, loss_of, shape, precision, iterations)
+
+
+class _StepTimes:
+    """pretrain_gpt2.py's run with its iterations timed, and the engine's forward+loss, backward and
+    step calls inside them (profile=True synchronises the device around each, so only then)."""
+
+    def __init__(self, profile):
+        self.profile, self.starts, self.parts = profile, [], {"forward+loss": 0.0, "backward": 0.0, "step": 0.0}
+
+    def timed(self, part, call):
+        def run(*args, **kwargs):
+            if not self.profile or len(self.starts) <= WARMUP:
+                return call(*args, **kwargs)
+            _sync()
+            started = time.perf_counter()
+            result = call(*args, **kwargs)
+            _sync()
+            self.parts[part] += time.perf_counter() - started
+            return result
+        return run
+
+    @contextlib.contextmanager
+    def installed(self):
+        import pretrain_gpt2
+        import training
+        train_step, steps = training._train_step, pretrain_gpt2.STEPS
+
+        def timed_step(step_steps, iterator, engine, args):
+            self.starts.append(time.perf_counter())
+            if len(self.starts) == 1:
+                engine.backward, engine.step = self.timed("backward", engine.backward), self.timed("step", engine.step)
+            return train_step(step_steps, iterator, engine, args)
+        training._train_step = timed_step
+        pretrain_gpt2.STEPS = steps._replace(forward_step=self.timed("forward+loss", steps.forward_step))
+        try:
+            yield self
+        finally:
+            training._train_step, pretrain_gpt2.STEPS = train_step, steps
+
+
+def full_step(shape, precision, iterations, profile=False):
+    """Seconds of `iterations` iterations of pretrain_gpt2.py after warm-up (from the start of the first
+    timed iteration to the end of the run's loop), and the step's profile."""
+    import mpu
+    import pretrain_gpt2
+    layers, hidden, heads, seq, batch = shape
+    argv = ["--num-layers", str(layers), "--hidden-size", str(hidden), "--num-attention-heads", str(heads),
+            "--seq-length", str(seq), "--max-position-embeddings", str(seq), "--batch-size", str(batch),
+            "--train-iters", str(WARMUP + iterations), "--log-interval", str(WARMUP + iterations), "--eval-iters", "0",
+            "--hidden-dropout", "0", "--attention-dropout", "0", "--lr", "1e-4", "--zero-stage", "0",
+            *(["--bf16"] if precision == "bf16" else [])]
+    mpu.destroy_model_parallel()
+    with _StepTimes(profile).installed() as times, contextlib.redirect_stdout(io.StringIO()):
+        pretrain_gpt2.main(argv)
+        _sync()
+        ended = time.perf_counter()
+    return ended - times.starts[WARMUP], times.parts
+
+
+SYSTEMS = {"ours, bare loop": ours_bare, "pretrain_gpt2.py step": full_step, "transformers GPT2LMHeadModel": transformers_bare}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=SHAPES, default="cpu" if not torch.cuda.is_available() else "gpt2-350m")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ.get("MASTER_PORT", "29531")})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from precision import native_bf16
+    shape = SHAPES[args.shape]
+    tokens = shape[3] * shape[4] * args.iters
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"shape {args.shape}: {shape[0]} layers, hidden {shape[1]}, {shape[2]} heads, sequence {shape[3]}, micro "
+          f"batch {shape[4]}; {device}; {args.rounds} rounds x {args.iters} iterations, interleaved", flush=True)
+    for precision in args.precision:
+        if precision == "bf16" and not torch.cuda.is_available() and not native_bf16():
+            print("bf16: skipped, this CPU has no native bf16 (it would be emulated, far slower than fp32)")
+            continue
+        seconds = {name: [] for name in SYSTEMS}
+        for _ in range(args.rounds):
+            for name, run in SYSTEMS.items():
+                result = run(shape, precision, args.iters)
+                seconds[name].append(result[0] if isinstance(result, tuple) else result)
+        reference = statistics.median(seconds["transformers GPT2LMHeadModel"])
+        bare = statistics.median(seconds["ours, bare loop"])
+        print(f"{precision}:")
+        for name, times in seconds.items():
+            median = statistics.median(times)
+            print(f"  {name:30s} {tokens / median:10.0f} tokens/s  {reference / median:5.2f}x transformers  "
+                  f"{bare / median:5.2f}x our bare loop  spread {(max(times) - min(times)) / median:5.1%}", flush=True)
+        total, parts = full_step(shape, precision, args.iters, profile=True)
+        outside = total - sum(parts.values())
+        print("  pretrain_gpt2.py step, profiled (device synchronised around each part): " + ", ".join(
+            f"{part} {value / total:.1%}" for part, value in parts.items()) + f", outside them {outside / total:.1%}",
+            flush=True)
+
+
+if __name__ == "__main__":
+    main()
