@@ -93,11 +93,11 @@ def transformers_bare(shape, precision, iterations):
     layers, hidden, heads, seq, _ = shape
     config = GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=hidden, n_layer=layers, n_head=heads,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT2LMHeadModel(config, attn_implementation="sdpa").to(_device())
+    config._attn_implementation = "sdpa"
+    model = GPT2LMHeadModel(config).to(_device())
 
-    def loss_of(model, inputs, labels):
-        logits = model(inputs).logits
-        return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1))
+    def loss_of(model, inputs, labels):  # as its users train it: the model shifts the labels itself
+        return model(input_ids=inputs, labels=inputs).loss
     return _bare_loop(model, loss_of, shape, precision, iterations)
 
 
