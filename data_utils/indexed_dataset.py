@@ -86,6 +86,13 @@ class IndexedDatasetBuilder:
             self.add_item(sequence)
         self.end_document()
 
+    def add_checked_document(self, tokens, lengths):
+        """Append one document given as all its sequences' ids, already in this builder's dtype and
+        checked against the vocabulary (as preprocessing workers hand them over), and their lengths."""
+        self._bin.write(memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)))
+        self.sizes.extend(lengths)
+        self.end_document()
+
     def merge_file_(self, other_prefix):
         """Append another .bin/.idx of the same dtype, documents and all."""
         other = MMapIndexedDataset(other_prefix)

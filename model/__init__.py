@@ -1,6 +1,15 @@
-from .bert_model import BertModel
-from .gpt2_model import GPT2Model, language_model_loss
-from .gpt2_pipeline import gpt2_pipeline
-from .kv_cache import KVCache
+"""The models. Their names are imported on first use, so that importing model.architecture (as the
+flag parser and the preprocessing script do) does not import torch and DeepSpeed."""
 
-__all__ = ["BertModel", "GPT2Model", "KVCache", "gpt2_pipeline", "language_model_loss"]
+import importlib
+
+_MODULE_OF = {"BertModel": ".bert_model", "GPT2Model": ".gpt2_model", "language_model_loss": ".gpt2_model",
+              "gpt2_pipeline": ".gpt2_pipeline", "KVCache": ".kv_cache"}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name], __name__), name)

@@ -9,28 +9,35 @@ With --split-sentences each sentence is one sequence and a document is its run o
 """
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
-from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype  # noqa: E402
+from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype, check_token_ids  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args  # noqa: E402
 
 
 class Encoder:
-    """Turns one JSON line into token ids per key; one instance (and tokenizer) per worker process."""
+    """Turns one JSON line into token ids per key; one instance (and tokenizer) per worker process.
+    A worker hands back each document's ids as one array in the output dtype, checked against the
+    vocabulary, with its sequences' lengths: the main process only writes bytes (a list of Python
+    ints would cost it more to receive than the tokenizing costs the worker)."""
 
     def __init__(self, args):
         self.args = args
 
     def initializer(self):
         Encoder.tokenizer = make_tokenizer_from_args(self.args)
+        Encoder.dtype = best_fitting_dtype(Encoder.tokenizer.vocab_size)
 
     def encode(self, numbered_line):
         line_number, line = numbered_line
@@ -45,7 +52,9 @@ class Encoder:
             sequences = [ids for ids in map(Encoder.tokenizer.tokenize, pieces) if ids]
             if args.append_eod and sequences:
                 sequences[-1].append(Encoder.tokenizer.eod)
-            encoded[key] = sequences
+            tokens = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64)
+            check_token_ids(tokens, Encoder.tokenizer.vocab_size, f"{args.input} line {line_number}")
+            encoded[key] = (tokens.astype(Encoder.dtype), [len(ids) for ids in sequences])
         return line_number, encoded, len(line), None
 
 
@@ -112,10 +121,27 @@ def _nemo_tokenizer(args, explicit):
     return []
 
 
-def _progress(documents, total_bytes, started, final=False):
-    elapsed = max(time.time() - started, 1e-9)
-    print(f"{'done' if final else 'processed'} {documents} documents ({documents / elapsed:.1f} docs/s, "
-          f"{total_bytes / elapsed / 1e6:.2f} MB/s)", file=sys.stderr, flush=True)
+class _Progress:
+    """A progress line every --log-interval documents: share of the input, MB/s and time left (redrawn
+    in place on a terminal)."""
+
+    def __init__(self, total_bytes, interval):
+        self.total_bytes, self.interval, self.started = total_bytes, interval, time.time()
+        self.in_place = sys.stderr.isatty()
+
+    def show(self, documents, done_bytes, final=False):
+        if not final and documents % self.interval:
+            return
+        elapsed = max(time.time() - self.started, 1e-9)
+        rate = done_bytes / elapsed
+        share = done_bytes / max(self.total_bytes, 1)
+        bar = "#" * int(30 * share) + "." * (30 - int(30 * share))
+        left = (self.total_bytes - done_bytes) / rate if rate else 0
+        line = (f"{'done' if final else 'processed'} [{bar}] {share:4.0%} {documents} documents, {done_bytes / 1e6:.1f} "
+                f"of {self.total_bytes / 1e6:.1f} MB, {rate / 1e6:.2f} MB/s, {documents / elapsed:.0f} docs/s, "
+                f"{'took' if final else 'ETA'} {time.strftime('%H:%M:%S', time.gmtime(elapsed if final else left))}")
+        end = "\n" if final or not self.in_place else ""
+        print(("\r" if self.in_place else "") + line, end=end, file=sys.stderr, flush=True)
 
 
 def main(argv=None):
@@ -130,13 +156,12 @@ def main(argv=None):
     if args.split_sentences:
         print(f"splitting sentences with {sentence_splitter()[1]}", file=sys.stderr)
     level = "sentence" if args.split_sentences else "document"
-    dtype = best_fitting_dtype(Encoder.tokenizer.vocab_size)
-    builders = {key: IndexedDatasetBuilder(f"{args.output_prefix}_{key}_{level}", dtype, Encoder.tokenizer.vocab_size)
-                for key in args.json_keys}
+    builders = {key: IndexedDatasetBuilder(f"{args.output_prefix}_{key}_{level}", Encoder.dtype,
+                                           Encoder.tokenizer.vocab_size) for key in args.json_keys}
     lines = ((number, line) for number, line, _, _ in iter_lines(args.input))
     pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
-    encoded_lines = pool.imap(encoder.encode, lines, chunksize=32) if pool else map(encoder.encode, lines)
-    started, documents, total_bytes, skipped = time.time(), 0, 0, []
+    encoded_lines = pool.imap(encoder.encode, lines, chunksize=256) if pool else map(encoder.encode, lines)
+    progress, documents, total_bytes, skipped = _Progress(os.path.getsize(args.input), args.log_interval), 0, 0, []
     try:
         for line_number, encoded, size, error in encoded_lines:
             total_bytes += size
@@ -145,11 +170,10 @@ def main(argv=None):
                     raise MalformedJsonError(error + " (or pass --skip-malformed)")
                 skipped.append(error)
                 continue
-            for key, sequences in encoded.items():
-                builders[key].add_document(sequences)
+            for key, (tokens, lengths) in encoded.items():
+                builders[key].add_checked_document(tokens, lengths)
             documents += 1
-            if documents % args.log_interval == 0:
-                _progress(documents, total_bytes, started)
+            progress.show(documents, total_bytes)
     except (MalformedJsonError, ValueError) as error:
         for builder in builders.values():
             builder.discard()
@@ -163,7 +187,7 @@ def main(argv=None):
         sys.exit(f"error: --input {args.input}: no documents (the file has no usable JSON lines); nothing was written")
     for builder in builders.values():
         builder.finalize()
-    _progress(documents, total_bytes, started, final=True)
+    progress.show(documents, os.path.getsize(args.input), final=True)
     if skipped:
         print(f"skipped {len(skipped)} malformed lines; first: {skipped[0]}", file=sys.stderr)
     for key in args.json_keys:

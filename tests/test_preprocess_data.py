@@ -31,7 +31,9 @@ def test_documents_with_workers_equal_direct_tokenization(tmp_path, sample_texts
     result = _run("--input", _corpus(tmp_path, texts), "--json-keys", "text", "title", "--append-eod",
                   "--workers", "2", "--output-prefix", str(tmp_path / "out"), "--log-interval", "100")
     assert result.returncode == 0, result.stderr
-    assert "docs/s" in result.stderr and "MB/s" in result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("processed [")]
+    assert len(progress) == 3 and all("MB/s" in line and "ETA" in line for line in progress), result.stderr
+    assert " 100% 300 documents" in result.stderr.splitlines()[-3] and "took" in result.stderr, result.stderr
     tokenizer = make_tokenizer("GPT2BPETokenizer")
     data = MMapIndexedDataset(str(tmp_path / "out_text_document"))
     assert data.dtype == np.uint16 and len(data) == data.num_documents == 300
