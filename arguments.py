@@ -173,6 +173,9 @@ def add_training_args(parser):
     group.add_argument("--checkpoint-activations", action="store_true",
                        help="recompute activations in backward (mpu.checkpoint, or DeepSpeed's with the flag below)")
     group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation checkpoint")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile every transformer layer (for GPUs: fused kernels; the first iterations "
+                            "compile, and on a CPU it needs a C++ compiler); not with ZeRO-3")
     group.add_argument("--deepspeed-activation-checkpointing", action="store_true",
                        help="checkpoint through deepspeed.checkpointing (enables the four flags below)")
     group.add_argument("--partition-activations", action="store_true",

@@ -35,6 +35,7 @@ from learning_rates import megatron_scheduler
 from model.moe import active_expert_parameters, is_moe
 from precision import emulated_bf16_warning
 from model.normalization import NORMS, compute_layernorms_in_fp32
+from model.transformer import ParallelTransformerLayer
 
 
 NORM_TYPES = (torch.nn.LayerNorm, *NORMS.values())
@@ -292,6 +293,8 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         model = model_provider(args, tokenizer)
     if args.fp32_layernorm:
         compute_layernorms_in_fp32(model)
+    if args.compile:
+        _compile_layers(model, ds_config["zero_optimization"]["stage"])
     groups, names = param_groups(model), {id(p): name for name, p in model.named_parameters()}
     # the names of the optimizer's parameters by position, for reading a ZeRO-0 checkpoint at another layout
     names_by_position = [[names[id(p)] for p in group["params"]] for group in groups]
@@ -302,6 +305,16 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     if engine.zero_optimization_stage() == 0 and not (args.bf16 or args.fp16):
         _guard_fp32_steps(engine)
     return engine, tokenizer, datasets, global_batch
+
+
+def _compile_layers(model, zero_stage):
+    """torch.compile each transformer layer in place (names and state dicts unchanged)."""
+    if zero_stage == 3:
+        raise UsageError("--compile with ZeRO-3: its partitioned parameters are gathered by hooks that compiled "
+                         "layers do not run here; use ZeRO-1/2, or leave out --compile")
+    for module in model.modules():
+        if isinstance(module, ParallelTransformerLayer):
+            module.compile()
 
 
 def _guard_fp32_steps(engine):

@@ -116,3 +116,14 @@ def test_emulated_bf16_is_one_warning_with_this_machines_ratio(monkeypatch):
     assert precision.emulated_bf16_warning(bf16=True, on_cpu=False) is None
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
     assert precision.emulated_bf16_warning(bf16=True, on_cpu=True) is None
+
+
+def test_gpu_benchmark_rows_parse_in_a_dry_run():
+    """scripts/benchmark_gpu.sh --dry-run checks every row's flags on any machine; RUNS picks rows."""
+    result = _script("benchmark_gpu.sh", {}, "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if "flags ok: pretrain_gpt2.py" in line]
+    assert len(rows) == 8 and any("--compile" in row for row in rows) and any("--fp16" in row for row in rows), \
+        result.stdout
+    picked = _script("benchmark_gpu.sh", {"RUNS": "350m-bf16-z1"}, "--dry-run")
+    assert picked.returncode == 0 and picked.stdout.count("flags ok") == 1, picked.stdout
