@@ -16,6 +16,7 @@ optimizer step (the engine's own calls, timed), and the rest: the bookkeeping of
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -140,7 +141,7 @@ class _StepTimes:
             training._train_step, pretrain_gpt2.STEPS = train_step, steps
 
 
-def full_step(shape, precision, iterations, profile=False):
+def full_step(shape, precision, iterations, profile=False, zero_stage=0):
     """Seconds of `iterations` iterations of pretrain_gpt2.py after warm-up (from the start of the first
     timed iteration to the end of the run's loop), and the step's profile."""
     import mpu
@@ -149,7 +150,7 @@ def full_step(shape, precision, iterations, profile=False):
     argv = ["--num-layers", str(layers), "--hidden-size", str(hidden), "--num-attention-heads", str(heads),
             "--seq-length", str(seq), "--max-position-embeddings", str(seq), "--batch-size", str(batch),
             "--train-iters", str(WARMUP + iterations), "--log-interval", str(WARMUP + iterations), "--eval-iters", "0",
-            "--hidden-dropout", "0", "--attention-dropout", "0", "--lr", "1e-4", "--zero-stage", "0",
+            "--hidden-dropout", "0", "--attention-dropout", "0", "--lr", "1e-4", "--zero-stage", str(zero_stage),
             *(["--bf16"] if precision == "bf16" else [])]
     mpu.destroy_model_parallel()
     with _StepTimes(profile).installed() as times, contextlib.redirect_stdout(io.StringIO()):
@@ -170,13 +171,15 @@ def main():
     parser.add_argument("--iters", type=int, default=8)
     parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--zero-stage", type=int, default=1 if torch.cuda.is_available() else 0,
+                        help="pretrain_gpt2.py's ZeRO stage (default: 1 on a GPU, as scripts/benchmark_gpu.sh; 0 on a CPU)")
     args = parser.parse_args()
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ.get("MASTER_PORT", "29531")})
     if args.threads:
         torch.set_num_threads(args.threads)
     from precision import native_bf16
-    systems = dict(SYSTEMS)
+    systems = {**SYSTEMS, "pretrain_gpt2.py step": functools.partial(full_step, zero_stage=args.zero_stage)}
     if importlib.util.find_spec("transformers") is None:  # the reference: a test requirement
         print("transformers is not installed: no reference column")
         systems.pop(REFERENCE)
@@ -184,7 +187,8 @@ def main():
     tokens = shape[3] * shape[4] * args.iters
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"shape {args.shape}: {shape[0]} layers, hidden {shape[1]}, {shape[2]} heads, sequence {shape[3]}, micro "
-          f"batch {shape[4]}; {device}; {args.rounds} rounds x {args.iters} iterations, interleaved", flush=True)
+          f"batch {shape[4]}; {device}; {args.rounds} rounds x {args.iters} iterations, interleaved; "
+          f"pretrain_gpt2.py at ZeRO-{args.zero_stage}", flush=True)
     for precision in args.precision:
         if precision == "bf16" and not torch.cuda.is_available() and not native_bf16():
             print("bf16: skipped, this CPU has no native bf16 (it would be emulated, far slower than fp32)")
@@ -201,7 +205,7 @@ def main():
             median = statistics.median(times)
             print(f"  {name:30s} {tokens / median:10.0f} tokens/s  {reference / median:5.2f}x transformers  "
                   f"{bare / median:5.2f}x our bare loop  spread {(max(times) - min(times)) / median:5.1%}", flush=True)
-        total, parts = full_step(shape, precision, args.iters, profile=True)
+        total, parts = full_step(shape, precision, args.iters, profile=True, zero_stage=args.zero_stage)
         outside = total - sum(parts.values())
         print("  pretrain_gpt2.py step, profiled (device synchronised around each part): " + ", ".join(
             f"{part} {value / total:.1%}" for part, value in parts.items()) + f", outside them {outside / total:.1%}",
