@@ -24,6 +24,7 @@ from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_gr
 import mpu
 from batches import batches, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint
+from checkpointing.resume import resume_position
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import MMapIndexedDataset, TokenIdError, check_dataset
@@ -262,8 +263,11 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         if warning:
             print(warning, file=sys.stderr, flush=True)
     global_batch = args.batch_size * dp * args.gradient_accumulation_steps
+    resumed_iteration, resumed_samples = resume_position(args)  # the data a resume reads on from
+    train_samples = max(args.train_iters * global_batch,
+                        resumed_samples + (args.train_iters - resumed_iteration) * global_batch)
     # every evaluation scores the same validation batches
-    num_samples = (args.train_iters * global_batch, args.eval_iters * global_batch, args.eval_iters * global_batch)
+    num_samples = (train_samples, args.eval_iters * global_batch, args.eval_iters * global_batch)
     checked = False
     for turn in ("first", "rest"):  # rank 0 trains a tokenizer, tokenizes, builds index caches; the rest read them
         if (dist.get_rank() == 0) == (turn == "first"):

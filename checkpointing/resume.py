@@ -82,6 +82,17 @@ def _warn_about_other_data(args, saved_args):
                          "data position in the new data")
 
 
+def resume_position(args):
+    """(iteration, consumed samples) of the tag a resume will most likely load, from its manifest, before
+    any engine exists (the training data is sized from it: a resume with a smaller global batch needs
+    more samples than --train-iters x its batch); (0, 0) when nothing says."""
+    if not args.load:
+        return 0, 0
+    tag = args.load_tag or (f"global_step{args.ckpt_step}" if args.ckpt_step is not None else tags.read_latest(args.load))
+    manifest = tags.read_manifest(os.path.join(args.load, tag)) if tag else None
+    return (manifest.get("iteration", 0), manifest.get("consumed_samples", 0)) if manifest else (0, 0)
+
+
 def layout_of_run(engine, args):
     """This run's layout as a manifest records it."""
     return {"tensor_parallel": mpu.get_model_parallel_world_size(),
@@ -228,7 +239,7 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
                          "resume from it with --load") from None
     dist.barrier()
     if dist.get_rank() == 0:
-        tags.commit(args.save, tag, iteration, layout_of_run(engine, args))
+        tags.commit(args.save, tag, iteration, layout_of_run(engine, args), consumed_samples)
         if args.keep_last_n_checkpoints:
             tags.prune(args.save, args.keep_last_n_checkpoints, {tag, *protected})
     dist.barrier()

@@ -65,26 +65,32 @@ def tag_files(folder):
     return sorted(found)
 
 
-def write_manifest(folder, iteration, layout):
+def write_manifest(folder, iteration, layout, consumed_samples):
     files = {name: {"size": os.path.getsize(os.path.join(folder, name)), "crc32": crc32(os.path.join(folder, name))}
              for name in tag_files(folder)}
     write_atomically(os.path.join(folder, MANIFEST), json.dumps(
-        {"iteration": iteration, "layout": layout, "files": files}, indent=1, sort_keys=True))
+        {"iteration": iteration, "consumed_samples": consumed_samples, "layout": layout, "files": files}, indent=1,
+        sort_keys=True))
 
 
-def commit(directory, tag, iteration, layout):
+def commit(directory, tag, iteration, layout, consumed_samples=0):
     """Rank 0, after every rank has written the tag: the manifest, then `latest`."""
-    write_manifest(os.path.join(directory, tag), iteration, layout)
+    write_manifest(os.path.join(directory, tag), iteration, layout, consumed_samples)
     write_atomically(os.path.join(directory, "latest"), tag)
+
+
+def read_manifest(folder):
+    """A committed tag's manifest, or None (none, or unreadable)."""
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def saved_layout(folder):
     """The layout a committed tag's manifest records, or None (no manifest)."""
-    try:
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-            return json.load(f)["layout"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return (read_manifest(folder) or {}).get("layout")
 
 
 def _problem_of_file(folder, name, expected):

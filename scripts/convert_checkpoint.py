@@ -165,7 +165,7 @@ def reshape(load_dir, save_dir, tag, model_parallel_size, pipe_parallel_size):
     if problems:
         shutil.rmtree(os.path.join(save_dir, tag))
         raise ValueError("; ".join(problems))
-    commit(save_dir, tag, state["iteration"], {"universal": True})
+    commit(save_dir, tag, state["iteration"], {"universal": True}, state["consumed_samples"])
     layout = "".join(f" {flag} {size}" for flag, size in (("--model-parallel-size", model_parallel_size),
                                                           ("--pipe-parallel-size", pipe_parallel_size)) if size)
     print(f"wrote {folder} from {load_dir}/{tag} ({len(state['parameters'])} parameters, iteration "

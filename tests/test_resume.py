@@ -130,7 +130,9 @@ def _recorded_batches(argv):
 
 def test_a_resume_reads_the_samples_an_unbroken_run_reads(tmp_path, gpt2_data_prefix):
     """One process for 10 of --train-iters 10, then --train-iters 20 on 2 data-parallel ranks (micro
-    batch 4): iterations 11-20 read the samples of iterations 11-20 of an unbroken one-process run."""
+    batch 4): iterations 11-20 read the samples of iterations 11-20 of an unbroken one-process run. At a
+    quarter of the global batch (one process, micro batch 2) they read on from sample 80 in the same
+    order (the data is sized from the checkpoint's consumed samples, not from --train-iters alone)."""
     saved = str(tmp_path / "saved")
     (_, unbroken), = run_distributed(1, _recorded_batches, train_argv(gpt2_data_prefix))
     run_distributed(1, _run, train_argv(gpt2_data_prefix, "--train-iters", "10", "--save", saved))
@@ -139,6 +141,8 @@ def test_a_resume_reads_the_samples_an_unbroken_run_reads(tmp_path, gpt2_data_pr
     for i in range(10):
         both = torch.cat([ranks[0][1][i], ranks[1][1][i]])
         assert torch.equal(both, unbroken[10 + i]), f"iteration {11 + i} reads other samples"
+    (_, smaller), = run_distributed(1, _recorded_batches, train_argv(gpt2_data_prefix, "--load", saved, batch_size=2))
+    assert torch.equal(torch.cat(smaller), torch.cat(unbroken[10:13])[:20])
 
 
 def _schedule_body(data_prefix, saved):
