@@ -379,6 +379,12 @@ class _LogWindow:
         return history, means
 
 
+def _precision_of(engine, args):
+    if engine.torch_autocast_enabled():  # a ds_config "torch_autocast": fp32 weights, forward under autocast
+        return f"fp32 weights, {str(engine.torch_autocast_dtype()).replace('torch.', '')} autocast"
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
 def _nothing_to_train(args, iteration, tag):
     return UsageError(f"--load {args.load}: checkpoint {tag} is at iteration {iteration}, which already reaches "
                       f"--train-iters {args.train_iters}: nothing to train. Raise --train-iters to train on, point "
@@ -399,7 +405,7 @@ def _pretrain(args, datasets_provider, model_provider, steps):
     print_rank_0(f"> {parameters:,} parameters{' active per token' if is_moe(engine.module) else ''}; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
                  f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "
                  f"{mpu.get_data_parallel_world_size()}, global batch {global_batch}, ZeRO stage "
-                 f"{engine.zero_optimization_stage()}, {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, "
+                 f"{engine.zero_optimization_stage()}, {_precision_of(engine, args)}, "
                  f"{get_accelerator().device_name()}")
     iteration, consumed, tag = load_checkpoint(engine, args) if args.load else (0, 0, None)
     if iteration >= args.train_iters and not args.skip_train:

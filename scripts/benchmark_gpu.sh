@@ -29,9 +29,11 @@ RUN_TABLE="
 350m-fp16-z2|gpt2-350m|8|--fp16|2|
 350m-bf16-z1-ckpt|gpt2-350m|8|--bf16|1|--checkpoint-activations
 350m-bf16-z1-compile|gpt2-350m|8|--bf16|1|--compile
+350m-autocast-z1|gpt2-350m|8||1|--deepspeed --deepspeed_config ds_configs/ds_zero1_bf16_autocast.json
 1.3b-bf16-z1|gpt2-1.3b|8|--bf16|1|
 1.3b-bf16-z2-ckpt|gpt2-1.3b|8|--bf16|2|--checkpoint-activations
 1.3b-bf16-z1-compile|gpt2-1.3b|8|--bf16|1|--compile
+1.3b-autocast-z1|gpt2-1.3b|8||1|--deepspeed --deepspeed_config ds_configs/ds_zero1_bf16_autocast.json
 "
 
 echo "GPU: $GPU | dense bf16 peak used for MFU: ${PEAK_TFLOPS} TFLOP/s | seq 1024 | logs in $LOGS"

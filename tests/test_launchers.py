@@ -123,7 +123,7 @@ def test_gpu_benchmark_rows_parse_in_a_dry_run():
     result = _script("benchmark_gpu.sh", {}, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if "flags ok: pretrain_gpt2.py" in line]
-    assert len(rows) == 8 and any("--compile" in row for row in rows) and any("--fp16" in row for row in rows), \
-        result.stdout
+    assert len(rows) == 10 and any("--compile" in row for row in rows) and any("--fp16" in row for row in rows) \
+        and any("ds_zero1_bf16_autocast.json" in row for row in rows), result.stdout
     picked = _script("benchmark_gpu.sh", {"RUNS": "350m-bf16-z1"}, "--dry-run")
     assert picked.returncode == 0 and picked.stdout.count("flags ok") == 1, picked.stdout
