@@ -86,7 +86,7 @@ def resume_position(args):
     """(iteration, consumed samples) of the tag a resume will most likely load, from its manifest, before
     any engine exists (the training data is sized from it: a resume with a smaller global batch needs
     more samples than --train-iters x its batch); (0, 0) when nothing says."""
-    if not args.load:
+    if not args.load or args.finetune:  # a fine-tune starts at iteration 0, sample 0
         return 0, 0
     tag = args.load_tag or (f"global_step{args.ckpt_step}" if args.ckpt_step is not None else tags.read_latest(args.load))
     manifest = tags.read_manifest(os.path.join(args.load, tag)) if tag else None
