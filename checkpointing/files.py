@@ -100,9 +100,10 @@ def _read_universal_weights(folder):
 def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
     tag = tag or latest_tag(directory)
-    if not has_model_files(os.path.join(directory, tag)) and is_complete(universal_folder(os.path.join(directory, tag))):
-        return (*_read_universal_weights(universal_folder(os.path.join(directory, tag))), tag)
-    files = model_files(os.path.join(directory, tag))
+    folder = os.path.join(directory, tag)
+    if not has_model_files(folder) and is_complete(universal_folder(folder)):
+        return (*_read_universal_weights(universal_folder(folder)), tag)
+    files = model_files(folder)
     states = [load_plain(path) for path in files]
     args = states[0].get("args", {})
     pipeline = layer_files(os.path.join(directory, tag))

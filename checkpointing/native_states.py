@@ -145,7 +145,7 @@ def read_native_states(folder):
     else:
         def canonical(name):
             return name
-    by_tensor_rank, step = [{} for _ in range(tensor_parallel)], 0
+    by_tensor_rank, step, weights = [{} for _ in range(tensor_parallel)], 0, {}
     for model_rank, path in enumerate(files):
         saved = first if model_rank == 0 else load_plain(path)
         tensor_rank = model_rank % tensor_parallel
@@ -159,7 +159,9 @@ def read_native_states(folder):
             states, step = read(optimizer_files, shapes)
             states = {canonical(name): state for name, state in states.items()}
         elif saved.get("optimizer"):
-            states, step = _zero0_states(saved, _stage_weights(folder, saved, tensor_rank, args), canonical)
+            if tensor_rank not in weights:  # a pipeline's layer files hold every stage: read once per tensor rank
+                weights[tensor_rank] = _stage_weights(folder, saved, tensor_rank, args)
+            states, step = _zero0_states(saved, weights[tensor_rank], canonical)
         else:
             raise ValueError(f"{path}: no optimizer states in it or beside it")
         for name, state in states.items():

@@ -140,8 +140,7 @@ def load_universal(engine, args, folder, with_optimizer=True):
         for key, full in load_plain(path).items():
             if key != WEIGHT and not with_optimizer:
                 continue
-            if is_vocabulary(canonical):
-                full = _fit_vocabulary(canonical, full, shape[0] * tensor_parallel)
+            full = _fit_vocabulary(canonical, full, shape[0] * tensor_parallel)
             values[key] = shard_of(canonical, full, tensor_parallel, tensor_rank).to(torch.float32)
             if tuple(values[key].shape) != shape:
                 raise ValueError(f"{canonical} is {tuple(full.shape)} in {folder}, which does not fit this model's "
