@@ -15,7 +15,7 @@ import batches
 import training
 from arguments import get_args
 from data_utils.gpt2_dataset import build_gpt2_datasets
-from model import GPT2Model, language_model_loss
+from model import GPT2Model
 from model.architecture import architecture_from_args
 from model.gpt2_pipeline import gpt2_pipeline
 from model.moe import moe_aux_loss
@@ -33,7 +33,7 @@ def model_provider(args, tokenizer):
                  architecture=architecture_from_args(args))
     if args.pipe_parallel_size > 1:
         return gpt2_pipeline(**shape, partition_method=args.pipe_partition_method, text_vocab_size=tokenizer.vocab_size)
-    return GPT2Model(**shape)
+    return GPT2Model(**shape, text_vocab_size=tokenizer.vocab_size)
 
 
 def datasets_provider(args, tokenizer, num_samples):
@@ -64,7 +64,7 @@ def get_batch(data_iterator, args):
 
 def forward_step(batch, model, args, loss_tokens):
     inputs, (labels, loss_mask), options = batch
-    loss = language_model_loss(model(inputs, **options), (labels, loss_mask, loss_tokens), args.text_vocab_size)
+    loss = model(inputs, labels=(labels, loss_mask, loss_tokens), **options)
     values = {"lm loss": loss.detach()}
     balance = moe_aux_loss(model)
     if balance is not None:  # mixture of experts: the gates' load-balancing loss joins the objective

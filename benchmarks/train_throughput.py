@@ -76,17 +76,17 @@ def _bare_loop(model, loss_of, shape, precision, iterations):
 def ours_bare(shape, precision, iterations):
     import mpu
     from initialize import initialize_distributed
-    from model import GPT2Model, language_model_loss
+    from model import GPT2Model
     if not mpu.model_parallel_is_initialized():
         initialize_distributed(argparse.Namespace(local_rank=None, distributed_backend=None, model_parallel_size=1,
                                                   pipe_parallel_size=1))
     layers, hidden, heads, seq, _ = shape
     model = GPT2Model(num_layers=layers, vocab_size=VOCAB, hidden_size=hidden, num_attention_heads=heads,
                       max_sequence_length=seq, embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0,
-                      init_method_std=0.02).to(_device())
+                      init_method_std=0.02, text_vocab_size=50257).to(_device())
 
     def loss_of(model, inputs, labels):
-        return language_model_loss(model(inputs), (labels, torch.ones_like(labels), labels.numel()), 50257)
+        return model(inputs, labels=(labels, torch.ones_like(labels), labels.numel()))
     return _bare_loop(model, loss_of, shape, precision, iterations)
 
 

@@ -6,6 +6,8 @@ word embeddings seed, positions seed + 1, transformer layer i seed + 2 + i, an u
 seed + 3 + layers; so GPT2Model(seed=s) and the pipeline model with seed s hold the same weights.
 """
 
+from typing import NamedTuple
+
 import deepspeed
 import torch
 import torch.nn.functional as F
@@ -17,16 +19,26 @@ from .positions import axial_positions
 from .transformer import ParallelTransformer, init_normal, seeded
 
 
+class OutputLayerInput(NamedTuple):
+    """What the output layer multiplies: the hidden states (through copy_to_model_parallel_region) and
+    this rank's rows of its weight. language_model_loss makes the logits from them chunk by chunk."""
+    hidden: torch.Tensor
+    weight: torch.Tensor
+
+
 class GPT2Model(torch.nn.Module):
     """tokens [batch, seq] -> logits [batch, seq, vocab / TP] (this rank's vocabulary slice), ready for
-    mpu.vocab_parallel_cross_entropy; parallel_output=False gathers the full vocabulary."""
+    mpu.vocab_parallel_cross_entropy; parallel_output=False gathers the full vocabulary. Given labels,
+    the loss instead (language_model_loss; text_vocab_size: the real vocabulary, rows above it are
+    padding): computed inside forward, where ZeRO-3 holds the output weight gathered."""
 
     def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
                  embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1, init_method_std=0.02,
                  layernorm_epsilon=1e-5, checkpoint_activations=False, checkpoint_num_layers=1,
-                 parallel_output=True, seed=None, ffn_hidden_size=None, architecture=Architecture()):
+                 parallel_output=True, seed=None, ffn_hidden_size=None, architecture=Architecture(),
+                 text_vocab_size=None):
         super().__init__()
-        self.parallel_output, self.architecture = parallel_output, architecture
+        self.parallel_output, self.architecture, self.text_vocab_size = parallel_output, architecture, text_vocab_size
         self.max_sequence_length = max_sequence_length
         init = init_normal(init_method_std)
         with seeded(seed):
@@ -63,10 +75,10 @@ class GPT2Model(torch.nn.Module):
             return F.embedding(position_ids, table)
         return None  # rotary and ALiBi act inside attention; none has no positions
 
-    def forward(self, tokens, position_ids=None, cache=None, attention_mask=None):
+    def forward(self, tokens, position_ids=None, cache=None, attention_mask=None, labels=None):
         """cache: a model.KVCache holding the positions before `tokens` (generation); it is extended
         with these. attention_mask: None (causal) or a boolean [batch, 1, seq, seq] mask, True where
-        attention is allowed (model.documents)."""
+        attention is allowed (model.documents). labels: (labels, loss mask, loss_tokens) for the loss."""
         past = 0 if cache is None else cache.length
         end = past + tokens.size(1)
         if end > self.max_sequence_length:
@@ -81,15 +93,21 @@ class GPT2Model(torch.nn.Module):
         if cache is not None:
             cache.advance(tokens.size(1))
         output = self.output_embeddings.weight if self.architecture.untie_embeddings else self.word_embeddings.weight
-        logits = F.linear(mpu.copy_to_model_parallel_region(hidden), output)
+        output_input = OutputLayerInput(mpu.copy_to_model_parallel_region(hidden), output)
+        if labels is not None:
+            return language_model_loss(output_input, labels, self.text_vocab_size)
+        logits = F.linear(*output_input)
         return logits if self.parallel_output else mpu.gather_from_model_parallel_region(logits)
 
 
-def language_model_loss(logits, labels, vocab_size=None):
-    """Cross-entropy of this rank's vocabulary-parallel logits where the loss mask is set, summed and
-    divided by loss_tokens (training.py: the global batch's loss-bearing tokens per micro-batch, so the
-    optimised loss is a mean over all of them). labels: (labels, loss mask, loss_tokens). vocab_size:
-    the real vocabulary; padded rows take no probability (None: every row counts)."""
+def language_model_loss(output, labels, vocab_size=None):
+    """Cross-entropy of the output layer's vocabulary-parallel logits (made from an OutputLayerInput
+    chunk by chunk, never whole: mpu.vocab_parallel_output_cross_entropy) where the loss mask is set,
+    summed and divided by loss_tokens (training.py: the global batch's loss-bearing tokens per
+    micro-batch, so the optimised loss is a mean over all of them). labels: (labels, loss mask,
+    loss_tokens). vocab_size: the real vocabulary; padded rows take no probability (None: every row
+    counts)."""
     labels, loss_mask, loss_tokens = labels
-    losses = mpu.vocab_parallel_cross_entropy(logits.float(), labels, vocab_size)
-    return (losses * loss_mask.to(losses.dtype)).sum() / loss_tokens
+    loss, _ = mpu.vocab_parallel_output_cross_entropy(output.hidden, output.weight, labels,
+                                                      loss_mask.float() / loss_tokens, vocab_size)
+    return loss

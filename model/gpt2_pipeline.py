@@ -7,7 +7,7 @@ into stages:
     1        positions, embedding dropout
     2..L+1   transformer layers
     L+2      final LayerNorm
-    L+3      output logits through the word embeddings
+    L+3      the output layer's input and the word embeddings (the loss makes the logits)
 
 Layer i is built under seed + i, as GPT2Model(seed=seed) builds its parts, so the model is the same
 at any number of stages. Tensor parallelism works inside every layer as in GPT2Model; the topology
@@ -22,7 +22,7 @@ from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
 import mpu
 
-from .gpt2_model import language_model_loss
+from .gpt2_model import OutputLayerInput, language_model_loss
 from .architecture import Architecture
 from .normalization import NORMS
 from .transformer import ParallelTransformerLayer, init_normal, layer_options, seeded
@@ -37,9 +37,9 @@ class WordEmbeddingPipe(torch.nn.Module):
     def forward(self, tokens):
         return self.word_embeddings(tokens)
 
-    def logits(self, hidden):
-        """This rank's vocabulary slice of the logits, for mpu.vocab_parallel_cross_entropy."""
-        return torch.nn.functional.linear(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
+    def output_layer_input(self, hidden):
+        """The output layer's input and this rank's rows of its weight, for language_model_loss."""
+        return OutputLayerInput(mpu.copy_to_model_parallel_region(hidden), self.word_embeddings.weight)
 
 
 class PositionEmbeddingPipe(torch.nn.Module):
@@ -81,8 +81,8 @@ class _SeededTiedLayerSpec(_SeededBuild, TiedLayerSpec):
     pass
 
 
-def _logits(module, hidden):
-    return module.logits(hidden)
+def _output_layer_input(module, hidden):
+    return module.output_layer_input(hidden)
 
 
 def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length, seed,
@@ -104,7 +104,7 @@ def gpt2_pipeline(num_layers, vocab_size, hidden_size, num_attention_heads, max_
               *[(_SeededLayerSpec, (ParallelTransformerLayer,), {**options, "attention_type": architecture.attention_type(i)})
                 for i in range(num_layers)],
               (_SeededLayerSpec, (NORMS[architecture.normalization], hidden_size), {"eps": layernorm_epsilon}),
-              (_SeededTiedLayerSpec, embedding, {**tied, "forward_fn": _logits})]
+              (_SeededTiedLayerSpec, embedding, {**tied, "forward_fn": _output_layer_input})]
     specs = [spec(*args, **kwargs).seeded_with(seed + index) for index, (spec, args, kwargs) in enumerate(layers)]
     topology = PipeModelDataParallelTopology(num_pp=mpu.get_pipeline_model_parallel_world_size(),
                                              num_mp=mpu.get_model_parallel_world_size(),

@@ -18,6 +18,7 @@ from .initialize import (destroy_model_parallel, get_data_parallel_group, get_da
 from .layers import ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding
 from .mappings import (copy_to_model_parallel_region, gather_from_model_parallel_region,
                        reduce_from_model_parallel_region, scatter_to_model_parallel_region)
+from .output_cross_entropy import vocab_parallel_output_cross_entropy
 from .random import (RNGStatesTracker, checkpoint, get_cuda_rng_tracker, get_rng_tracker,
                      model_parallel_cuda_manual_seed, model_parallel_manual_seed,
                      set_checkpointing_implementation)

@@ -1,0 +1,96 @@
+"""vocab_parallel_output_cross_entropy (the output layer and its loss, chunk by chunk) against the
+unfused computation in float64: the loss, the per-token losses and both gradients, at 1, 2 and 4
+tensor-parallel ranks, with padded vocabulary rows whose logits are the largest, masked and unequally
+weighted tokens, chunks that do not divide the tokens, and a token whose target probability is below
+float32's range. GPT2Model's loss through it equals torch's cross-entropy on its logits."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mpu
+from distributed import assert_rel_close, run_distributed
+from mpu import output_cross_entropy
+
+BATCH, SEQ, HIDDEN, VOCAB = 4, 6, 16, 48
+
+
+def _problem(vocab_size):
+    generator = torch.Generator().manual_seed(21)
+    hidden = torch.randn(BATCH, SEQ, HIDDEN, generator=generator)
+    weight = torch.randn(VOCAB, HIDDEN, generator=generator)
+    weight[vocab_size:] = 4.0 * hidden.mean(dim=(0, 1))  # padded rows with the largest logits: they take nothing
+    target = torch.randint(0, vocab_size, (BATCH, SEQ), generator=generator)
+    hidden[0, 0] = -12.0 * weight[target[0, 0]]  # its target's probability is far below float32's tiny
+    loss_weights = torch.rand(BATCH, SEQ, generator=generator)
+    loss_weights[1] = 0.0  # masked tokens
+    return hidden, weight, target, loss_weights
+
+
+def _reference(hidden, weight, target, loss_weights, vocab_size):
+    hidden, weight = hidden.double().requires_grad_(), weight.double().requires_grad_()
+    logits = F.linear(hidden, weight)[..., :vocab_size]
+    losses = F.cross_entropy(logits.reshape(-1, vocab_size), target.view(-1), reduction="none").view(BATCH, SEQ)
+    total = (losses * loss_weights.double()).sum()
+    (3.0 * total).backward()
+    return total, losses, hidden.grad, weight.grad
+
+
+def _fused_body(tensor_parallel, vocab_size, dtype, rtol):
+    mpu.initialize_model_parallel(tensor_parallel)
+    rank, world = mpu.get_model_parallel_rank(), mpu.get_model_parallel_world_size()
+    hidden, weight, target, loss_weights = _problem(vocab_size)
+    total_ref, losses_ref, grad_hidden_ref, grad_weight_ref = _reference(hidden, weight, target, loss_weights,
+                                                                         vocab_size)
+    shard = torch.chunk(weight, world, dim=0)[rank].to(dtype).requires_grad_()
+    inputs = hidden.to(dtype).requires_grad_()
+    output_cross_entropy.CHUNK_ELEMENTS = 5 * shard.size(0)  # chunks of 5 of the 24 tokens
+    total, losses = mpu.vocab_parallel_output_cross_entropy(mpu.copy_to_model_parallel_region(inputs), shard,
+                                                            target, loss_weights, vocab_size)
+    assert not losses.requires_grad and losses.dtype == torch.float32
+    (3.0 * total).backward()
+    assert losses[0, 0] > 100 and torch.isfinite(losses).all(), "an underflowing probability keeps its true loss"
+    assert_rel_close(total, total_ref, rtol, what="weighted loss")
+    assert_rel_close(losses, losses_ref, rtol, what="per-token losses")
+    assert_rel_close(inputs.grad, grad_hidden_ref, rtol, what="hidden grad")
+    assert_rel_close(shard.grad, torch.chunk(grad_weight_ref, world, dim=0)[rank], rtol, what="weight grad")
+    assert not shard.grad[max(vocab_size - rank * shard.size(0), 0):].any(), "padding rows get no gradient"
+    with torch.no_grad():
+        total_eval, losses_eval = mpu.vocab_parallel_output_cross_entropy(inputs, shard, target, loss_weights,
+                                                                          vocab_size)
+    assert not total_eval.requires_grad
+    assert torch.equal(losses_eval, losses) and torch.equal(total_eval, total.detach())
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_matches_unfused_float64(world_size):
+    """30 real rows of 48: at 4 ranks (12 each) rank 2 holds some padding and rank 3 only padding."""
+    run_distributed(world_size, _fused_body, world_size, 30, torch.float32, 1e-5)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_bf16_within_bf16_rounding(world_size):
+    run_distributed(world_size, _fused_body, world_size, VOCAB, torch.bfloat16, 2e-2)
+
+
+def _gpt2_body():
+    from model import GPT2Model
+    mpu.initialize_model_parallel(1)
+    model = GPT2Model(num_layers=2, vocab_size=VOCAB, hidden_size=HIDDEN, num_attention_heads=2,
+                      max_sequence_length=SEQ, embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0, seed=3,
+                      text_vocab_size=40)
+    tokens = torch.randint(0, 40, (BATCH, SEQ + 1), generator=torch.Generator().manual_seed(5))
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    loss_mask = (inputs != 7).long()
+    model(inputs, labels=(labels, loss_mask, loss_mask.sum())).backward()
+    fused = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+    model.zero_grad()
+    losses = F.cross_entropy(model(inputs)[..., :40].transpose(1, 2), labels, reduction="none")
+    ((losses * loss_mask).sum() / loss_mask.sum()).backward()
+    for name, parameter in model.named_parameters():
+        assert_rel_close(fused[name], parameter.grad, 1e-5, what=name)
+
+
+def test_gpt2_loss_matches_cross_entropy_of_its_logits():
+    """The tied word embeddings get the output layer's gradient and the embedding's, as unfused."""
+    run_distributed(1, _gpt2_body)
