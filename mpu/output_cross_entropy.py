@@ -80,7 +80,8 @@ class _OutputCrossEntropy(torch.autograd.Function):
         local_target = target - vocab_start
         local_target = local_target.masked_fill((local_target < 0) | (local_target >= slice_size), -1)
         tokens = hidden.size(0)
-        chunk = max(1, min(tokens, CHUNK_ELEMENTS // slice_size))
+        chunks = -(-tokens * slice_size // CHUNK_ELEMENTS)
+        chunk = -(-tokens // max(chunks, 1))  # equal chunks: a short last one would multiply slowly
         buffers = torch.empty(2, chunk, slice_size, dtype=torch.float32, device=hidden.device)
         losses = torch.empty(tokens, dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if with_gradients else None
