@@ -27,45 +27,26 @@ from .utils import VocabUtility
 CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MiB in fp32): large matrix multiplies, memory bounded
 
 
-def _softmax(logits, probabilities, group):
-    """The softmax of the whole vocabulary (all-reduced over the group when it is split) of this slice's
-    fp32 logits [tokens, slice], written into `probabilities`."""
+def _softmax_and_loss(logits, probabilities, target, group):
+    """Per-token loss of one chunk of this slice's fp32 logits [tokens, slice], and the softmax of the
+    whole vocabulary (over the group when it is split) written into `probabilities`. target: the token's
+    column in this slice, -1 where another rank holds it. The loss comes from log-probabilities, never
+    from a probability that may be below float32's range; nothing here reads a value back to the host."""
+    here = target >= 0
+    index = target.clamp(min=0).unsqueeze(1)
     if group is None:
-        return torch.softmax(logits, dim=1, out=probabilities)
+        torch.log_softmax(logits, dim=1, out=probabilities)
+        losses = -probabilities.gather(1, index).squeeze(1)
+        probabilities.exp_()
+        return losses
     maximum = logits.max(dim=1).values
     dist.all_reduce(maximum, op=dist.ReduceOp.MAX, group=group)
     torch.sub(logits, maximum.unsqueeze(1), out=probabilities).exp_()
-    sum_exp = probabilities.sum(dim=1)
-    dist.all_reduce(sum_exp, group=group)
-    return probabilities.div_(sum_exp.unsqueeze(1))
-
-
-def _chunk_loss(logits, probabilities, target, group):
-    """Per-token loss of one chunk: -log of the target's probability, all-reduced from the rank that
-    holds the target (target: its column in this slice, -1 elsewhere). Where that probability is below
-    float32's normal range the loss is computed from the logits instead (log-sum-exp minus the target's
-    logit), so a confident wrong prediction has its true loss, not infinity."""
-    rows = (target >= 0).nonzero().squeeze(1)
-    target_probability = torch.zeros(logits.size(0), dtype=torch.float32, device=logits.device)
-    target_probability[rows] = probabilities[rows, target[rows]]
-    if group is not None:
-        dist.all_reduce(target_probability, group=group)
-    losses = -torch.log(target_probability)
-    underflow = (target_probability < torch.finfo(torch.float32).tiny).nonzero().squeeze(1)
-    if underflow.numel():
-        log_sum_exp = torch.logsumexp(logits[underflow], dim=1)
-        target_logit = torch.zeros_like(log_sum_exp)
-        here = target[underflow] >= 0
-        target_logit[here] = logits[underflow[here], target[underflow[here]]]
-        if group is not None:
-            maximum = log_sum_exp.clone()
-            dist.all_reduce(maximum, op=dist.ReduceOp.MAX, group=group)
-            log_sum_exp = (log_sum_exp - maximum).exp_()
-            dist.all_reduce(log_sum_exp, group=group)
-            log_sum_exp = log_sum_exp.log_().add_(maximum)
-            dist.all_reduce(target_logit, group=group)
-        losses[underflow] = log_sum_exp - target_logit
-    return losses, rows
+    sums = torch.stack([probabilities.sum(dim=1), logits.gather(1, index).squeeze(1).masked_fill(~here, 0.0)])
+    dist.all_reduce(sums, group=group)
+    sum_exp, target_logit = sums
+    probabilities.div_(sum_exp.unsqueeze(1))
+    return torch.log(sum_exp) + maximum - target_logit
 
 
 class _OutputCrossEntropy(torch.autograd.Function):
@@ -84,8 +65,12 @@ class _OutputCrossEntropy(torch.autograd.Function):
         chunk = -(-tokens // max(chunks, 1))  # equal chunks: a short last one would multiply slowly
         buffers = torch.empty(2, chunk, slice_size, dtype=torch.float32, device=hidden.device)
         losses = torch.empty(tokens, dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if with_gradients else None
+        # gradients are kept in fp32 and unscaled until the backward brings the loss scale: in fp16 a
+        # weighted gradient can be below its range before scaling. Rows are weighted relative to the
+        # largest weight in the low-precision product; the largest weight is applied in fp32.
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if with_gradients else None
         grad_weight = None
+        scale = loss_weights.max().clamp(min=torch.finfo(torch.float32).tiny)
         for start in range(0, tokens, chunk):
             end = min(start + chunk, tokens)
             part, weights = hidden[start:end], loss_weights[start:end].unsqueeze(1)
@@ -96,15 +81,16 @@ class _OutputCrossEntropy(torch.autograd.Function):
                 logits.copy_(part @ weight.t())
             if real_columns < slice_size:
                 logits[:, real_columns:] = float("-inf")
-            _softmax(logits, probabilities, group)
-            losses[start:end], rows = _chunk_loss(logits, probabilities, local_target[start:end], group)
+            target = local_target[start:end]
+            losses[start:end] = _softmax_and_loss(logits, probabilities, target, group)
             if not with_gradients:
                 continue
-            probabilities[rows, local_target[start:end][rows]] -= 1.0  # the logits' gradient, unweighted
+            here = (target >= 0).unsqueeze(1)  # the logits' gradient, unweighted: softmax - one-hot(target)
+            probabilities.scatter_add_(1, target.clamp(min=0).unsqueeze(1), here.to(probabilities.dtype).neg())
             grad_logits = probabilities.to(hidden.dtype)
             # weighting rows of the [tokens, slice] gradient = weighting rows of the small operands
-            torch.mm(grad_logits, weight, out=grad_hidden[start:end]).mul_(weights)
-            weighted_part = part * weights.to(part.dtype)
+            torch.mul(grad_logits @ weight, weights, out=grad_hidden[start:end])
+            weighted_part = part * (weights / scale).to(part.dtype)
             if grad_weight is None:
                 grad_weight = torch.mm(grad_logits.t(), weighted_part).float()
             elif grad_logits.dtype == torch.float32:
@@ -112,14 +98,17 @@ class _OutputCrossEntropy(torch.autograd.Function):
             else:  # bf16/fp16 products summed in fp32 over the chunks
                 grad_weight.add_(grad_logits.t() @ weighted_part)
         if with_gradients:
-            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+            ctx.save_for_backward(grad_hidden, grad_weight, scale)
+            ctx.dtypes = hidden.dtype, weight.dtype
         ctx.mark_non_differentiable(losses)
         return (losses * loss_weights).sum(), losses
 
     @staticmethod
     def backward(ctx, grad_loss, _):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden.mul_(grad_loss), grad_weight.mul_(grad_loss), None, None, None, None
+        grad_hidden, grad_weight, scale = ctx.saved_tensors
+        hidden_dtype, weight_dtype = ctx.dtypes
+        return (grad_hidden.mul_(grad_loss).to(hidden_dtype), grad_weight.mul_(grad_loss * scale).to(weight_dtype),
+                None, None, None, None)
 
 
 def vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights, vocab_size=None):
@@ -127,10 +116,15 @@ def vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights, vo
     losses). hidden [..., h]: the output layer's input (through copy_to_model_parallel_region); weight:
     this rank's rows of the output layer [vocab / TP, h]; target, loss_weights: hidden's leading shape.
     vocab_size: the real vocabulary; rows from it up are padding and take no probability (None: all
-    count). The per-token losses (float32) carry no gradient. Gradients are computed in the forward pass
-    only where autograd will want them, and the backward uses them in place: it cannot run twice."""
-    shape = target.shape
+    count). Under torch.autocast the output layer runs in autocast's dtype. The per-token losses (float32)
+    carry no gradient. Gradients are computed in the forward pass only where autograd will want them, and
+    the backward uses them in place: it cannot run twice."""
+    shape, device = target.shape, hidden.device.type
+    if torch.is_autocast_enabled(device):  # the output layer in autocast's dtype, as F.linear would be
+        dtype = torch.get_autocast_dtype(device)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
     with_gradients = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    total, losses = _OutputCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), weight, target.reshape(-1),
-                                              loss_weights.reshape(-1).float(), vocab_size, with_gradients)
+    with torch.autocast(device, enabled=False):
+        total, losses = _OutputCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), weight, target.reshape(-1),
+                                                  loss_weights.reshape(-1).float(), vocab_size, with_gradients)
     return total, losses.view(shape)

@@ -36,10 +36,11 @@ def _reference(hidden, weight, target, loss_weights, vocab_size):
     return total, losses, hidden.grad, weight.grad
 
 
-def _fused_body(tensor_parallel, vocab_size, dtype, rtol):
+def _fused_body(tensor_parallel, vocab_size, dtype, rtol, loss_scale=3.0, weight_scale=1.0):
     mpu.initialize_model_parallel(tensor_parallel)
     rank, world = mpu.get_model_parallel_rank(), mpu.get_model_parallel_world_size()
     hidden, weight, target, loss_weights = _problem(vocab_size)
+    loss_weights *= weight_scale
     total_ref, losses_ref, grad_hidden_ref, grad_weight_ref = _reference(hidden, weight, target, loss_weights,
                                                                          vocab_size)
     shard = torch.chunk(weight, world, dim=0)[rank].to(dtype).requires_grad_()
@@ -48,12 +49,13 @@ def _fused_body(tensor_parallel, vocab_size, dtype, rtol):
     total, losses = mpu.vocab_parallel_output_cross_entropy(mpu.copy_to_model_parallel_region(inputs), shard,
                                                             target, loss_weights, vocab_size)
     assert not losses.requires_grad and losses.dtype == torch.float32
-    (3.0 * total).backward()
+    (loss_scale * total).backward()
+    grad_hidden, grad_weight = (tensor.grad.double() * (3.0 / loss_scale) for tensor in (inputs, shard))
     assert losses[0, 0] > 100 and torch.isfinite(losses).all(), "an underflowing probability keeps its true loss"
     assert_rel_close(total, total_ref, rtol, what="weighted loss")
     assert_rel_close(losses, losses_ref, rtol, what="per-token losses")
-    assert_rel_close(inputs.grad, grad_hidden_ref, rtol, what="hidden grad")
-    assert_rel_close(shard.grad, torch.chunk(grad_weight_ref, world, dim=0)[rank], rtol, what="weight grad")
+    assert_rel_close(grad_hidden, grad_hidden_ref, rtol, what="hidden grad")
+    assert_rel_close(grad_weight, torch.chunk(grad_weight_ref, world, dim=0)[rank], rtol, what="weight grad")
     assert not shard.grad[max(vocab_size - rank * shard.size(0), 0):].any(), "padding rows get no gradient"
     with torch.no_grad():
         total_eval, losses_eval = mpu.vocab_parallel_output_cross_entropy(inputs, shard, target, loss_weights,
@@ -71,6 +73,32 @@ def test_matches_unfused_float64(world_size):
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_bf16_within_bf16_rounding(world_size):
     run_distributed(world_size, _fused_body, world_size, VOCAB, torch.bfloat16, 2e-2)
+
+
+def test_fp16_gradients_wait_for_the_loss_scale():
+    """Loss weights of 1e-7 (a mean over ten million tokens) with a loss scale of 2^16: weighted before
+    scaling, fp16 gradients would be mostly below fp16's range."""
+    run_distributed(1, _fused_body, 1, VOCAB, torch.float16, 2e-2, 65536.0, 1e-7)
+
+
+def _autocast_body():
+    mpu.initialize_model_parallel(1)
+    hidden, weight, target, loss_weights = _problem(VOCAB)
+    total_ref, losses_ref, grad_hidden_ref, grad_weight_ref = _reference(hidden, weight, target, loss_weights, VOCAB)
+    full_precision, _ = mpu.vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights)
+    hidden, weight = hidden.requires_grad_(), weight.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, losses = mpu.vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights)
+    (3.0 * total).backward()
+    assert weight.grad.dtype == torch.float32
+    assert_rel_close(total, total_ref, 2e-2, what="weighted loss")
+    assert_rel_close(weight.grad, grad_weight_ref, 2e-2, what="weight grad")
+    assert_rel_close(hidden.grad, grad_hidden_ref, 2e-2, what="hidden grad")
+    assert abs(total.item() - full_precision.item()) > 1e-5 * abs(full_precision.item()), "ran in bf16, not fp32"
+
+
+def test_autocast_runs_the_output_layer_in_its_dtype():
+    run_distributed(1, _autocast_body)
 
 
 def _gpt2_body():
