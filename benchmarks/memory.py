@@ -13,7 +13,8 @@ like). ZeRO's paper counts mixed precision as 2 + 2 + 12 bytes a parameter (Psi)
 4 Psi + 12 Psi / Nd at 1, 2 Psi + 14 Psi / Nd at 2, 16 Psi / Nd at 3. DeepSpeed's estimators
 (estimate_zero2/3_model_states_mem_needs, no offload) are printed beside. Activations: the bytes of
 the tensors one transformer layer saves for backward (saved-tensor hooks, one count per storage) for
-one micro-batch, as a full layer and under activation checkpointing.
+one micro-batch, as a full layer and under activation checkpointing; and what the output layer with
+its loss keeps, unfused and fused (mpu.vocab_parallel_output_cross_entropy).
 """
 
 import argparse
@@ -109,17 +110,34 @@ def _rank(rank, world_size, port, argvs, results):
             results.put((stage, measured))
 
 
-def activation_bytes(args):
-    """(bytes a layer saves for backward, the same under activation checkpointing) for one micro-batch."""
-    import mpu
+def _saved_bytes(compute, owned):
+    """(bytes of the tensors autograd keeps for the backward of compute(), less those sharing storage
+    with the tensors in `owned` (inputs, parameters), compute()'s result)."""
+    stored = {}
+
+    def pack(tensor):
+        stored[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = compute()
+    owned = {tensor.untyped_storage().data_ptr() for tensor in owned}
+    return sum(size for pointer, size in stored.items() if pointer not in owned), result
+
+
+def _initialize_one_process():
     from initialize import initialize_distributed, set_random_seed
-    from model.transformer import ParallelTransformerLayer, init_normal
-    from model.architecture import Architecture
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(_free_port()))
     initialize_distributed(argparse.Namespace(local_rank=None, distributed_backend=None, model_parallel_size=1,
                                               pipe_parallel_size=1))
     set_random_seed(1234)
+
+
+def activation_bytes(args):
+    """(bytes a layer saves for backward, the same under activation checkpointing) for one micro-batch."""
+    import mpu
+    from model.transformer import ParallelTransformerLayer, init_normal
+    from model.architecture import Architecture
     from arguments import MODEL_SIZES
     _, hidden, heads = MODEL_SIZES[args.model_size]
     layer = ParallelTransformerLayer(hidden, heads, 4 * hidden, 0.1, 0.1, init_normal(0.02), init_normal(0.02),
@@ -129,17 +147,32 @@ def activation_bytes(args):
     x = torch.randn(args.batch_size, args.seq_length, hidden, dtype=dtype, requires_grad=True)
     sizes = []
     for checkpointed in (False, True):
-        stored = {}
-
-        def pack(tensor):
-            stored[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-            return tensor
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            y = mpu.checkpoint(layer, x) if checkpointed else layer(x)
-        stored.pop(x.untyped_storage().data_ptr(), None)  # the input belongs to the layer before
-        parameters = {p.untyped_storage().data_ptr() for p in layer.parameters()}
-        sizes.append(sum(size for pointer, size in stored.items() if pointer not in parameters))
+        size, y = _saved_bytes(lambda: mpu.checkpoint(layer, x) if checkpointed else layer(x), [x, *layer.parameters()])
+        sizes.append(size)
         y.float().sum().backward()
+    return sizes
+
+
+def output_layer_bytes(args):
+    """(bytes the output layer and its loss keep for backward unfused: F.linear then
+    mpu.vocab_parallel_cross_entropy, the same fused: mpu.vocab_parallel_output_cross_entropy)."""
+    import mpu
+    from arguments import MODEL_SIZES
+    _, hidden, _ = MODEL_SIZES[args.model_size]
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    x = torch.randn(args.batch_size, args.seq_length, hidden, dtype=dtype, requires_grad=True)
+    weight = torch.nn.Parameter(torch.randn(50304, hidden, dtype=dtype) * 0.02)
+    target = torch.randint(0, 50257, (args.batch_size, args.seq_length))
+    loss_weights = torch.full(target.shape, 1.0 / target.numel())
+
+    def unfused():
+        losses = mpu.vocab_parallel_cross_entropy(torch.nn.functional.linear(x, weight).float(), target, 50257)
+        return (losses * loss_weights).sum()
+    sizes = []
+    for compute in (unfused, lambda: mpu.vocab_parallel_output_cross_entropy(x, weight, target, loss_weights, 50257)[0]):
+        size, loss = _saved_bytes(compute, [x, weight])
+        sizes.append(size)
+        loss.backward()
     return sizes
 
 
@@ -188,11 +221,16 @@ def main():
         print(f"{stage:<5d} {got['parameters'] / MIB:10.1f} {got['gradients'] / MIB:10.1f} {got['optimizer'] / MIB:10.1f} "
               f"{states / MIB:10.1f} {formula / MIB:10.1f} {states / formula:6.3f} "
               f"{(f'{estimate / MIB:10.1f}' if estimate else '         -')} {got['buffers'] / MIB:10.1f}")
+    _initialize_one_process()
     full, checkpointed = activation_bytes(args)
     print(f"activations one layer keeps for backward (micro batch {args.batch_size} x {args.seq_length}, hidden {hidden}, "
           f"{args.precision}): {full / MIB:.1f} MiB, with activation checkpointing {checkpointed / MIB:.1f} MiB "
           f"(its input only: {args.batch_size * args.seq_length * hidden * (2 if args.precision == 'bf16' else 4) / MIB:.1f} "
           "MiB, kept by the layer before)")
+    unfused, fused = output_layer_bytes(args)
+    print(f"the output layer and loss keep for backward (vocabulary 50304): unfused {unfused / MIB:.1f} MiB (the "
+          f"softmax, [tokens, vocabulary] fp32), fused {fused / MIB:.1f} MiB (the gradients, fp32: [tokens, hidden] "
+          "and [vocabulary, hidden], whatever the tokens)")
 
 
 if __name__ == "__main__":
