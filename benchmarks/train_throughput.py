@@ -7,11 +7,12 @@ torch AdamW), (b) pretrain_gpt2.py's whole step (DeepSpeed engine, data, logging
 
 Systems run interleaved, --rounds times each, --iters timed iterations a round after 2 warm-up ones;
 the median round is kept and the spread (max - min over median) printed. Dropout is off everywhere,
-AdamW everywhere (torch's fused kernel, as pretrain_gpt2.py's on a CPU), the same micro batch and sequence length. bf16
-runs only where the CPU has native bf16 (said when it does not): the bare loops under torch.autocast,
-pretrain_gpt2.py with --bf16 (DeepSpeed's bf16: bf16 weights, fp32 master copy). The last block is a
-profile of pretrain_gpt2.py's step: the share of its time inside forward+loss, backward and the
-optimizer step (the engine's own calls, timed), and the rest: the bookkeeping of the loop.
+AdamW everywhere (torch's fused kernel, as pretrain_gpt2.py's on a CPU), the same micro batch and
+sequence length. bf16 runs only where the CPU has native bf16 (said when it does not): the bare loops
+under torch.autocast, pretrain_gpt2.py with --bf16 (DeepSpeed's bf16: bf16 weights, fp32 master copy).
+The last block is a profile of pretrain_gpt2.py's step: the share of its time inside forward+loss,
+backward and the optimizer step (the engine's own calls, timed), and the rest: the bookkeeping of the
+loop. forward+loss includes the output layer's gradients, which the fused loss computes there.
 """
 
 import argparse
