@@ -52,7 +52,7 @@ def _softmax_and_loss(logits, probabilities, target, group):
 class _OutputCrossEntropy(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, loss_weights, vocab_size, with_gradients):
+    def forward(ctx, hidden, weight, target, loss_weights, vocab_size, with_gradients, chunk_elements):
         group = get_model_parallel_group() if get_model_parallel_world_size() > 1 else None
         slice_size = weight.size(0)
         vocab_start, _ = VocabUtility.vocab_range_from_per_partition_vocab_size(
@@ -61,7 +61,7 @@ class _OutputCrossEntropy(torch.autograd.Function):
         local_target = target - vocab_start
         local_target = local_target.masked_fill((local_target < 0) | (local_target >= slice_size), -1)
         tokens = hidden.size(0)
-        chunks = -(-tokens * slice_size // CHUNK_ELEMENTS)
+        chunks = -(-tokens * slice_size // chunk_elements)
         chunk = -(-tokens // max(chunks, 1))  # equal chunks: a short last one would multiply slowly
         buffers = torch.empty(2, chunk, slice_size, dtype=torch.float32, device=hidden.device)
         losses = torch.empty(tokens, dtype=torch.float32, device=hidden.device)
@@ -108,15 +108,16 @@ class _OutputCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight, scale = ctx.saved_tensors
         hidden_dtype, weight_dtype = ctx.dtypes
         return (grad_hidden.mul_(grad_loss).to(hidden_dtype), grad_weight.mul_(grad_loss * scale).to(weight_dtype),
-                None, None, None, None)
+                None, None, None, None, None)
 
 
-def vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights, vocab_size=None):
+def vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights, vocab_size=None,
+                                        chunk_elements=CHUNK_ELEMENTS):
     """(sum over tokens of loss_weights x cross-entropy of hidden @ weight.T against target, the per-token
     losses). hidden [..., h]: the output layer's input (through copy_to_model_parallel_region); weight:
     this rank's rows of the output layer [vocab / TP, h]; target, loss_weights: hidden's leading shape.
     vocab_size: the real vocabulary; rows from it up are padding and take no probability (None: all
-    count). Under torch.autocast the output layer runs in autocast's dtype. The per-token losses (float32)
+    count). chunk_elements: logits made at a time (at most; chunks are equal). Under torch.autocast the output layer runs in autocast's dtype. The per-token losses (float32)
     carry no gradient. Gradients are computed in the forward pass only where autograd will want them, and
     the backward uses them in place: it cannot run twice."""
     shape, device = target.shape, hidden.device.type
@@ -126,5 +127,6 @@ def vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights, vo
     with_gradients = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device, enabled=False):
         total, losses = _OutputCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), weight, target.reshape(-1),
-                                                  loss_weights.reshape(-1).float(), vocab_size, with_gradients)
+                                                  loss_weights.reshape(-1).float(), vocab_size, with_gradients,
+                                                  chunk_elements)
     return total, losses.view(shape)

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 import mpu
 from distributed import assert_rel_close, run_distributed
-from mpu import output_cross_entropy
 
 BATCH, SEQ, HIDDEN, VOCAB = 4, 6, 16, 48
 
@@ -45,9 +44,9 @@ def _fused_body(tensor_parallel, vocab_size, dtype, rtol, loss_scale=3.0, weight
                                                                          vocab_size)
     shard = torch.chunk(weight, world, dim=0)[rank].to(dtype).requires_grad_()
     inputs = hidden.to(dtype).requires_grad_()
-    output_cross_entropy.CHUNK_ELEMENTS = 5 * shard.size(0)  # chunks of 5 of the 24 tokens
+    chunks_of_5 = 5 * shard.size(0)  # of the 24 tokens
     total, losses = mpu.vocab_parallel_output_cross_entropy(mpu.copy_to_model_parallel_region(inputs), shard,
-                                                            target, loss_weights, vocab_size)
+                                                            target, loss_weights, vocab_size, chunks_of_5)
     assert not losses.requires_grad and losses.dtype == torch.float32
     (loss_scale * total).backward()
     grad_hidden, grad_weight = (tensor.grad.double() * (3.0 / loss_scale) for tensor in (inputs, shard))
@@ -59,7 +58,7 @@ def _fused_body(tensor_parallel, vocab_size, dtype, rtol, loss_scale=3.0, weight
     assert not shard.grad[max(vocab_size - rank * shard.size(0), 0):].any(), "padding rows get no gradient"
     with torch.no_grad():
         total_eval, losses_eval = mpu.vocab_parallel_output_cross_entropy(inputs, shard, target, loss_weights,
-                                                                          vocab_size)
+                                                                          vocab_size, chunks_of_5)
     assert not total_eval.requires_grad
     assert torch.equal(losses_eval, losses) and torch.equal(total_eval, total.detach())
 
