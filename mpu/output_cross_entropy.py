@@ -19,47 +19,20 @@ of this, sums the shares in its backward).
 """
 
 import torch
-import torch.distributed as dist
 
-from .initialize import get_model_parallel_group, get_model_parallel_rank, get_model_parallel_world_size
-from .utils import VocabUtility
+from .cross_entropy import (local_target, model_parallel_group_if_split, softmax_and_loss, subtract_one_hot,
+                            vocabulary_slice)
 
 CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MiB in fp32): large matrix multiplies, memory bounded
-
-
-def _softmax_and_loss(logits, probabilities, target, group):
-    """Per-token loss of one chunk of this slice's fp32 logits [tokens, slice], and the softmax of the
-    whole vocabulary (over the group when it is split) written into `probabilities`. target: the token's
-    column in this slice, -1 where another rank holds it. The loss comes from log-probabilities, never
-    from a probability that may be below float32's range; nothing here reads a value back to the host."""
-    here = target >= 0
-    index = target.clamp(min=0).unsqueeze(1)
-    if group is None:
-        torch.log_softmax(logits, dim=1, out=probabilities)
-        losses = -probabilities.gather(1, index).squeeze(1)
-        probabilities.exp_()
-        return losses
-    maximum = logits.max(dim=1).values
-    dist.all_reduce(maximum, op=dist.ReduceOp.MAX, group=group)
-    torch.sub(logits, maximum.unsqueeze(1), out=probabilities).exp_()
-    sums = torch.stack([probabilities.sum(dim=1), logits.gather(1, index).squeeze(1).masked_fill(~here, 0.0)])
-    dist.all_reduce(sums, group=group)
-    sum_exp, target_logit = sums
-    probabilities.div_(sum_exp.unsqueeze(1))
-    return torch.log(sum_exp) + maximum - target_logit
 
 
 class _OutputCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, target, loss_weights, vocab_size, with_gradients, chunk_elements):
-        group = get_model_parallel_group() if get_model_parallel_world_size() > 1 else None
-        slice_size = weight.size(0)
-        vocab_start, _ = VocabUtility.vocab_range_from_per_partition_vocab_size(
-            slice_size, get_model_parallel_rank(), get_model_parallel_world_size())
-        real_columns = slice_size if vocab_size is None else min(max(vocab_size - vocab_start, 0), slice_size)
-        local_target = target - vocab_start
-        local_target = local_target.masked_fill((local_target < 0) | (local_target >= slice_size), -1)
+        group, slice_size = model_parallel_group_if_split(), weight.size(0)
+        vocab_start, real_columns = vocabulary_slice(slice_size, vocab_size)
+        columns = local_target(target, vocab_start, slice_size)
         tokens = hidden.size(0)
         chunks = -(-tokens * slice_size // chunk_elements)
         chunk = -(-tokens // max(chunks, 1))  # equal chunks: a short last one would multiply slowly
@@ -81,13 +54,10 @@ class _OutputCrossEntropy(torch.autograd.Function):
                 logits.copy_(part @ weight.t())
             if real_columns < slice_size:
                 logits[:, real_columns:] = float("-inf")
-            target = local_target[start:end]
-            losses[start:end] = _softmax_and_loss(logits, probabilities, target, group)
+            losses[start:end] = softmax_and_loss(logits, probabilities, columns[start:end], group)
             if not with_gradients:
                 continue
-            here = (target >= 0).unsqueeze(1)  # the logits' gradient, unweighted: softmax - one-hot(target)
-            probabilities.scatter_add_(1, target.clamp(min=0).unsqueeze(1), here.to(probabilities.dtype).neg())
-            grad_logits = probabilities.to(hidden.dtype)
+            grad_logits = subtract_one_hot(probabilities, columns[start:end]).to(hidden.dtype)  # unweighted
             # weighting rows of the [tokens, slice] gradient = weighting rows of the small operands
             torch.mul(grad_logits @ weight, weights, out=grad_hidden[start:end])
             weighted_part = part * (weights / scale).to(part.dtype)
