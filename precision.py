@@ -13,9 +13,12 @@ def native_bf16():
 
 
 def matmul_slowdown(size=256, repeats=5):
-    """bf16 matmul time over fp32's on this CPU (best of `repeats`)."""
+    """bf16 matmul time over fp32's on this CPU (best of `repeats`). Draws from a generator of its own:
+    one rank measures, and torch's global stream must stay where the seed put it on every rank."""
+    generator = torch.Generator().manual_seed(0)
+
     def best(dtype):
-        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in range(2))
         a @ b
         times = []
         for _ in range(repeats):

@@ -258,7 +258,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
     ds_config = build_ds_config(args, dp)
-    if dist.get_rank() == 0:  # one rank measures and says it
+    if dist.get_rank() == 0:  # one rank measures and says it (on its own generator: every rank's draws stay alike)
         warning = emulated_bf16_warning(args.bf16, get_accelerator().device_name() == "cpu")
         if warning:
             print(warning, file=sys.stderr, flush=True)

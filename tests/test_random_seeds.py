@@ -29,3 +29,43 @@ def test_stages_and_tensor_ranks_draw_their_own_masks():
     assert not torch.equal(r0, r2), "the stages draw different masks"
     assert not torch.equal(p0, p1) and not torch.equal(p2, p3), "partitioned activations: one stream per tensor rank"
     assert len({tuple(p.tolist()) for p in (p0, p1, p2, p3)}) == 4
+
+
+def _replicated_weights_after_emulated_bf16_run(argv):
+    """pretrain_bert on a CPU faked to lack native bf16 (so rank 0 alone measures the emulation's cost):
+    the replicated (not tensor-partitioned) parameters this tensor rank holds after training."""
+    import precision
+    import pretrain_bert
+    from gpt2_runs import wrapped_steps
+    engines, native = [], precision.native_bf16
+
+    def keep_engine(forward_step):
+        def step(batch, model, args, loss_tokens):
+            engines.append(model)
+            return forward_step(batch, model, args, loss_tokens)
+        return step
+    precision.native_bf16 = lambda: False
+    try:
+        with wrapped_steps("pretrain_bert", forward_step=keep_engine):
+            pretrain_bert.main(argv)
+    finally:
+        precision.native_bf16 = native
+    return {name: p.detach().float().clone() for name, p in engines[-1].module.named_parameters()
+            if not getattr(p, "tensor_model_parallel", False)}
+
+
+def test_tensor_ranks_stay_alike_when_rank_0_measures_emulated_bf16(bert_sentence_prefix, bert_vocab_file):
+    """--bf16 on a CPU without native bf16 makes rank 0 time a bf16 matmul at start-up; its random
+    operands must not move rank 0's stream: BERT's replicated weights (built outside `seeded`) and the
+    dropout masks on replicated activations stay the same on both tensor ranks, so after 4 steps with
+    dropout every replicated parameter is bit-identical across them."""
+    import os
+    argv = ["--model-size", "tiny", "--seq-length", "64", "--batch-size", "4", "--train-iters", "4",
+            "--log-interval", "1", "--eval-iters", "0", "--hidden-dropout", "0.1", "--attention-dropout", "0.1",
+            "--max-preds-per-seq", "10", "--data-path", bert_sentence_prefix,
+            "--data-cache-dir", os.path.dirname(bert_sentence_prefix), "--tokenizer-type", "BertWordPieceLowerCase",
+            "--vocab-file", bert_vocab_file, "--bf16", "--model-parallel-size", "2"]
+    first, second = run_distributed(2, _replicated_weights_after_emulated_bf16_run, argv)
+    assert first.keys() == second.keys() and len(first) > 10
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"replicated parameters differ between the tensor ranks: {different}"
