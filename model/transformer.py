@@ -245,6 +245,10 @@ class ParallelTransformerLayer(torch.nn.Module):
         return hidden + self.mlp(self.mlp_layernorm(hidden))
 
 
+def _moe_mlps(layers):
+    return [layer.mlp for layer in layers if isinstance(layer.mlp, MoEMLP)]
+
+
 def layer_options(hidden_size, num_attention_heads, num_layers, attention_dropout, hidden_dropout, init_method_std,
                   ffn_hidden_size=None, layernorm_epsilon=1e-5, causal=True, pre_layernorm=True,
                   architecture=Architecture(), scaled_output_init=True):
@@ -282,12 +286,28 @@ class ParallelTransformer(torch.nn.Module):
             if pre_layernorm else None
         self.checkpoint_activations, self.checkpoint_num_layers = checkpoint_activations, checkpoint_num_layers
 
-    def _run_layers(self, start, end, attention_mask, position_ids):
+    def _run_layers(self, start, end, attention_mask, position_ids, with_balance_losses=False):
+        """The function running layers start..end; with_balance_losses: it returns (hidden, the MoE layers'
+        balance losses), so that a checkpointed segment hands them out through autograd."""
         def run(hidden):
             for layer in self.layers[start:end]:
                 hidden = layer(hidden, attention_mask, position_ids=position_ids)
-            return hidden
+            if not with_balance_losses:
+                return hidden
+            return (hidden, *(moe.aux_loss for moe in _moe_mlps(self.layers[start:end])))
         return run
+
+    def _checkpointed(self, start, end, hidden, attention_mask, position_ids):
+        """Layers start..end as one activation checkpoint. Its forward runs without autograd, so an MoE
+        layer's balance loss computed there has no graph: it leaves the checkpoint as an output instead,
+        recomputed with the layers in backward, and is put back where moe_aux_loss reads it."""
+        moes = _moe_mlps(self.layers[start:end])
+        outputs = mpu.checkpoint(self._run_layers(start, end, attention_mask, position_ids, bool(moes)), hidden)
+        if not moes:
+            return outputs
+        for moe, balance_loss in zip(moes, outputs[1:]):
+            moe.aux_loss = balance_loss
+        return outputs[0]
 
     def forward(self, hidden, attention_mask=None, cache=None, position_ids=None):
         """cache: a model.KVCache (inference), which each layer extends with the new positions."""
@@ -297,7 +317,7 @@ class ParallelTransformer(torch.nn.Module):
         elif self.checkpoint_activations and self.training:
             for start in range(0, len(self.layers), self.checkpoint_num_layers):
                 end = min(start + self.checkpoint_num_layers, len(self.layers))
-                hidden = mpu.checkpoint(self._run_layers(start, end, attention_mask, position_ids), hidden)
+                hidden = self._checkpointed(start, end, hidden, attention_mask, position_ids)
         else:
             hidden = self._run_layers(0, len(self.layers), attention_mask, position_ids)(hidden)
         return self.final_layernorm(hidden) if self.final_layernorm is not None else hidden

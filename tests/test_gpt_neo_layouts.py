@@ -93,3 +93,21 @@ def test_mixture_of_experts_on_two_ranks_and_resumed(gpt2_data_prefix, tmp_path)
         assert resumed == unbroken[10:]
     (balance,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *MOE[:-1], "0.01"), "moe loss")
     assert all(0.9 < value < 4.0 for value in balance)  # E x sum(fraction x probability): 1 when balanced
+
+
+def test_the_balance_loss_trains_the_gates_under_activation_checkpointing(gpt2_data_prefix):
+    """A checkpointed segment runs its forward without autograd: the MoE balance loss must still reach
+    the gates, so 10 iterations with a heavy balance loss log the same lm and balance losses with and
+    without --checkpoint-activations (both ways of checkpointing)."""
+    argv = train_argv(gpt2_data_prefix, *MOE[:-1], "1.0", "--train-iters", "10")
+    (plain,) = run_distributed(1, _lm_and_balance_losses, argv)
+    for how in (["--checkpoint-activations"], ["--checkpoint-activations", "--deepspeed-activation-checkpointing"]):
+        (checkpointed,) = run_distributed(1, _lm_and_balance_losses, argv + how)
+        for i, (got, expected) in enumerate(zip(checkpointed, plain), start=1):
+            assert got == pytest.approx(expected, rel=1e-5), f"{how}, iteration {i}: {got} != {expected}"
+
+
+def _lm_and_balance_losses(argv):
+    import pretrain_gpt2
+    history = pretrain_gpt2.main(argv)
+    return [(history[i]["lm loss"], history[i]["moe loss"]) for i in sorted(history)]
