@@ -31,6 +31,7 @@ from data_utils.indexed_dataset import MMapIndexedDataset, TokenIdError, check_d
 from data_utils.lazy_loader import LooseJsonDataset
 from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
+from deepspeed_internals import DeepSpeedVersionError, guard_fp32_steps, require_written_version, skip_one_rank_allreduce
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
 from model.moe import active_expert_parameters, is_moe
@@ -244,7 +245,7 @@ def pretrain(args, datasets_provider, model_provider, steps):
     """
     try:
         return _pretrain(args, datasets_provider, model_provider, steps)
-    except (UsageError, ConfigError, TokenIdError, FileNotFoundError) as error:
+    except (UsageError, ConfigError, TokenIdError, FileNotFoundError, DeepSpeedVersionError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
@@ -254,6 +255,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     if pipelined and not has_pipeline_form:
         raise UsageError(f"--pipe-parallel-size {args.pipe_parallel_size}: {os.path.basename(sys.argv[0])} has no "
                          "pipeline form of its model (pretrain_gpt2.py has)")
+    require_written_version()
     initialize_distributed(args)
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
@@ -306,12 +308,9 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         model=model, model_parameters=groups, config=ds_config, mpu=None if pipelined else mpu,
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
     engine.optimizer_parameter_names = names_by_position
-    if engine.zero_optimization_stage() == 0 and mpu.get_data_parallel_world_size() == 1:
-        # DeepSpeed would flatten every gradient, all-reduce it over this one rank and copy it back
-        # (2% of a small model's step on a CPU); at ZeRO 1-3 the same call does the optimizer's own work
-        engine.enable_backward_allreduce = False
+    skip_one_rank_allreduce(engine)
     if engine.zero_optimization_stage() == 0 and not (args.bf16 or args.fp16):
-        _guard_fp32_steps(engine)
+        guard_fp32_steps(engine)
     return engine, tokenizer, datasets, global_batch
 
 
@@ -323,24 +322,6 @@ def _compile_layers(model, zero_stage):
     for module in model.modules():
         if isinstance(module, ParallelTransformerLayer):
             module.compile()
-
-
-def _guard_fp32_steps(engine):
-    """Without ZeRO, bf16 or fp16, DeepSpeed steps the torch optimizer itself: its clipping keeps no
-    norm and, over pipeline stages, takes the wrong one (a stage's replicated parameters on the first
-    stage only, a tied weight twice), and a non-finite gradient would be applied. Clip by mpu's norm
-    over all groups instead (kept for the log) and skip a step whose norm is not finite, as DeepSpeed's
-    own optimizers do on the other paths (it counts the skip and leaves the schedule where it was)."""
-    optimizer, apply_step = engine.optimizer, engine.optimizer.step
-
-    @functools.wraps(apply_step)  # keeps the marks the learning-rate scheduler put on the step it counts
-    def guarded_step(closure=None):
-        parameters, clip = engine.module.parameters(), engine.gradient_clipping()
-        norm = mpu.clip_grad_norm(parameters, clip) if clip > 0 else mpu.grad_norm(parameters)
-        engine._global_grad_norm, optimizer.overflow = norm, not math.isfinite(norm)
-        return None if optimizer.overflow else apply_step(closure)
-    engine.clip_fp32_gradients = lambda: None
-    optimizer.step = guarded_step
 
 
 def _train_step(steps, train_iterator, engine, args):

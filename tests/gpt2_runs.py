@@ -51,3 +51,17 @@ def wrapped_steps(entry="pretrain_gpt2", **wrappers):
         yield
     finally:
         module.STEPS = steps
+
+
+def train_keeping_engine(argv, entry="pretrain_gpt2"):
+    """An entry script's main on this rank: (its history, the DeepSpeed engine it trained)."""
+    engines = []
+
+    def keep_engine(forward_step):
+        def step(batch, model, args, loss_tokens):
+            engines.append(model)
+            return forward_step(batch, model, args, loss_tokens)
+        return step
+    with wrapped_steps(entry, forward_step=keep_engine):
+        history = importlib.import_module(entry).main(argv)
+    return history, engines[-1]

@@ -3,6 +3,7 @@ training losses at TP=2, 2 ranks ZeRO-2, PP=2 and 2 expert-parallel ranks equal 
 with lengths that differ per sample (--eod-mask-loss on packed documents); Adafactor; MoE resumes."""
 
 import pytest
+import torch
 
 from distributed import run_distributed
 from gpt2_runs import ITERS, train, train_argv
@@ -111,3 +112,24 @@ def _lm_and_balance_losses(argv):
     import pretrain_gpt2
     history = pretrain_gpt2.main(argv)
     return [(history[i]["lm loss"], history[i]["moe loss"]) for i in sorted(history)]
+
+
+def _shared_weights_after_training(argv):
+    """This rank's non-expert parameters after training."""
+    from deepspeed.moe.utils import is_moe_param
+
+    from gpt2_runs import train_keeping_engine
+    _, engine = train_keeping_engine(argv)
+    return {name: p.detach().clone() for name, p in engine.module.named_parameters() if not is_moe_param(p)}
+
+
+def test_expert_parallel_replicas_stay_alike_at_zero0_fp32(gpt2_data_prefix):
+    """ZeRO-0 fp32 steps the torch optimizer under our clipping: the norm must take every rank's experts
+    (summed over the expert-parallel group), or the two data-parallel replicas clip their shared weights
+    by different factors and drift apart. A clip of 0.05 binds at every step."""
+    argv = train_argv(gpt2_data_prefix, *MOE, "--moe-expert-parallel-size", "2", "--zero-stage", "0",
+                      "--clip-grad", "0.05", "--train-iters", "10", batch_size=4)
+    first, second = run_distributed(2, _shared_weights_after_training, argv)
+    assert first.keys() == second.keys() and len(first) > 10
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"non-expert parameters differ between the data-parallel ranks: {different}"

@@ -35,22 +35,14 @@ def _replicated_weights_after_emulated_bf16_run(argv):
     """pretrain_bert on a CPU faked to lack native bf16 (so rank 0 alone measures the emulation's cost):
     the replicated (not tensor-partitioned) parameters this tensor rank holds after training."""
     import precision
-    import pretrain_bert
-    from gpt2_runs import wrapped_steps
-    engines, native = [], precision.native_bf16
-
-    def keep_engine(forward_step):
-        def step(batch, model, args, loss_tokens):
-            engines.append(model)
-            return forward_step(batch, model, args, loss_tokens)
-        return step
+    from gpt2_runs import train_keeping_engine
+    native = precision.native_bf16
     precision.native_bf16 = lambda: False
     try:
-        with wrapped_steps("pretrain_bert", forward_step=keep_engine):
-            pretrain_bert.main(argv)
+        _, engine = train_keeping_engine(argv, "pretrain_bert")
     finally:
         precision.native_bf16 = native
-    return {name: p.detach().float().clone() for name, p in engines[-1].module.named_parameters()
+    return {name: p.detach().float().clone() for name, p in engine.module.named_parameters()
             if not getattr(p, "tensor_model_parallel", False)}
 
 
