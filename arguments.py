@@ -67,6 +67,19 @@ BERT_ONLY = {
     "--fp32-tokentypes": "GPT-2 has no token types",
     "--deep-init": "GPT-2's output layers are always initialised with std / sqrt(2 x layers)",
     "--use-tfrecords": "GPT-2 reads --data-path or --train-data corpora",
+    "--max-preds-per-seq": "GPT-2 predicts every next token, nothing is masked",
+    "--masked-lm-prob": "GPT-2 predicts every next token, nothing is masked",
+    "--short-seq-prob": "GPT-2 packs documents into full --seq-length samples",
+    "--sentence-order-prediction": "GPT-2 has no binary head",
+    "--presplit-sentences": "GPT-2 reads whole documents, not sentences",
+    "--bert-pre-layernorm": "GPT-2's blocks are pre-LayerNorm already",
+}
+
+# The GPT family's flags, refused by pretrain_bert.py with what holds there instead.
+GPT_ONLY = {
+    "--eod-mask-loss": "BERT's loss is on masked positions only, and its samples never cross a document",
+    "--reset-position-ids": "BERT's samples hold one segment pair of one document: positions start at 0",
+    "--reset-attention-mask": "BERT's samples hold one segment pair of one document, padding is masked",
 }
 
 
@@ -483,6 +496,8 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         problems += [f"{flag} is BERT's (pretrain_bert.py); {why}" for flag, why in BERT_ONLY.items()
                      if flag[2:].replace("-", "_") in args.explicit]
     else:
+        problems += [f"{flag} is for the GPT family (pretrain_gpt2.py); {why}" for flag, why in GPT_ONLY.items()
+                     if flag[2:].replace("-", "_") in args.explicit]
         problems += [f"--{name.replace('_', '-')} is for the GPT family (pretrain_gpt2.py); BERT takes --activation"
                      for name in ARCHITECTURE_FLAGS if name in args.explicit and name != "activation"]
     if problems:

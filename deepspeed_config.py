@@ -27,12 +27,33 @@ disable_python_gc legacy_fusion managed_gradient_accumulation vocabulary_size gr
 """.split())
 
 
+# Keys DeepSpeed knows whose feature needs the model or the data loader to take part, which ours do not:
+# accepted, they would change nothing (or something else than asked) without a word.
+UNHONOURED_KEYS = {
+    "curriculum_learning": "DeepSpeed's curriculum needs its own data sampler and a model that takes the seqlen",
+    "data_efficiency": "DeepSpeed's data efficiency (curriculum, random-LTD) needs its own data sampler and layers",
+    "progressive_layer_drop": "progressive layer drop needs a model whose forward takes its keep probability",
+    "compression_training": "DeepSpeed's compression replaces the model's layers with its own",
+    "quantize_training": "DeepSpeed's quantize-aware training needs its own layers",
+    "weight_quantization": "weight quantization is DeepSpeed's inference/hybrid-engine feature",
+    "eigenvalue": "the eigenvalue computation serves progressive layer drop and quantization, both refused",
+    "sparse_attention": "sparse attention needs DeepSpeed's SparseSelfAttention in the model (use "
+                        "--attention-types local/linear for cheaper attention)",
+    "hybrid_engine": "the hybrid engine is DeepSpeed-Chat's RLHF generation engine",
+    "elasticity": "elastic batch sizes would override the batch flags this run's data is sized from",
+    "amp": "NVIDIA apex amp is not used here: bf16/fp16 sections (or --bf16/--fp16) set the precision",
+}
+
+
 class ConfigError(ValueError):
     pass
 
 
 def _check_keys(config, source):
     for key in config:
+        if key in UNHONOURED_KEYS:
+            raise ConfigError(f"{source}: {key!r} is a DeepSpeed feature this project cannot honour "
+                              f"({UNHONOURED_KEYS[key]}); remove the section")
         if key.startswith("_") or key in KNOWN_KEYS:
             continue
         close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
@@ -89,7 +110,7 @@ def build_ds_config(args, data_parallel_size):
                           "DeepSpeed's pipeline engine takes ZeRO stage 0 or 1 (e.g. ds_configs/ds_zero1.json)")
     fill.resolve(config, "gradient_clipping", "--clip-grad", args.clip_grad)
     _optimizer(config, fill, args, stage, source)
-    _scheduler(config, fill, args, source)
+    _scheduler(config, args, source)
     if args.deepspeed_activation_checkpointing:
         section = config.setdefault("activation_checkpointing", {})
         for key, flag in (("partition_activations", "--partition-activations"),
@@ -176,8 +197,13 @@ def _optimizer(config, fill, args, stage, source):
     if optimizer.get("type", "").lower() in ("adam", "adamw", "lamb", "onebitadam", "onebitlamb", "zerooneadam"):
         fill.resolve(params, "weight_decay", "--weight-decay", args.weight_decay, "optimizer.params.weight_decay")
         fill.resolve(params, "eps", "--adam-eps", args.adam_eps, "optimizer.params.eps")
-        betas = params.get("betas", "auto")
-        params["betas"] = [args.adam_beta1, args.adam_beta2] if betas == "auto" else betas
+        betas, flags = params.get("betas", "auto"), [args.adam_beta1, args.adam_beta2]
+        if betas == "auto":
+            params["betas"] = flags
+        elif {"adam_beta1", "adam_beta2"} & args.explicit and list(betas) != flags:
+            raise ConfigError(f"{source} sets optimizer.params.betas = {list(betas)} but --adam-beta1 "
+                              f"{args.adam_beta1} --adam-beta2 {args.adam_beta2} was given: remove one of them or "
+                              "make them agree")
     if optimizer.get("type", "").lower() == "lamb" and _cpu():
         raise ConfigError("the ds_config's optimizer Lamb is DeepSpeed's FusedLamb, a CUDA kernel: on the CPU use "
                           "AdamW (e.g. ds_configs/ds_zero2_bf16.json), or run on a GPU")
@@ -191,19 +217,53 @@ def _offloaded(config):
     return device not in ("none", None)
 
 
-def _scheduler(config, fill, args, source):
+# What each DeepSpeed scheduler can take of the schedule flags: flag -> (its field, the field's value from
+# args). A flag missing from a scheduler's row has no field there: given explicitly, it is refused.
+SCHEDULER_FIELDS = {
+    "WarmupLR": {"--lr": ("warmup_max_lr", lambda a: a.lr), "--warmup": ("warmup_num_steps", warmup_iters)},
+    "WarmupDecayLR": {"--lr": ("warmup_max_lr", lambda a: a.lr), "--warmup": ("warmup_num_steps", warmup_iters),
+                      "--lr-decay-iters": ("total_num_steps", lambda a: a.lr_decay_iters),
+                      "--min-lr": ("warmup_min_lr", lambda a: a.min_lr)},  # where warmup starts and decay ends
+    "WarmupCosineLR": {"--warmup": ("warmup_num_steps", warmup_iters),
+                       "--lr-decay-iters": ("total_num_steps", lambda a: a.lr_decay_iters),
+                       "--min-lr": ("cos_min_ratio", lambda a: a.min_lr / a.lr)},  # the rate is the optimizer's
+    "OneCycle": {"--lr": ("cycle_max_lr", lambda a: a.lr), "--min-lr": ("cycle_min_lr", lambda a: a.min_lr)},
+    "LRRangeTest": {"--min-lr": ("lr_range_test_min_lr", lambda a: a.min_lr)},
+}
+# the flags that set each schedule setting (any of them given counts as the setting given)
+SCHEDULE_SETTINGS = {"--lr": ("lr",), "--warmup": ("warmup", "lr_warmup_iters", "lr_warmup_samples"),
+                     "--lr-decay-iters": ("lr_decay_iters", "lr_decay_samples"), "--min-lr": ("min_lr",)}
+
+
+def _scheduler(config, args, source):
+    """A ds_config scheduler takes the schedule flags where it has a field for them ("auto" or absent
+    fields are filled); a flag given explicitly that contradicts its field, or that it has no field
+    for, is an error."""
     if "scheduler" not in config:
         return
+    kind = config["scheduler"].get("type")
     if "lr_decay_style" in args.explicit:
-        raise ConfigError(f"{source} names the scheduler {config['scheduler'].get('type')!r} and "
-                          "--lr-decay-style was given: drop one of them")
+        raise ConfigError(f"{source} names the scheduler {kind!r} and --lr-decay-style was given: drop one of them")
+    if kind not in SCHEDULER_FIELDS:
+        raise ConfigError(f"{source}: scheduler type {kind!r} is not one of DeepSpeed's "
+                          f"({', '.join(SCHEDULER_FIELDS)})")
     params = config["scheduler"].setdefault("params", {})
-    warmup = warmup_iters(args)
-    for key, value in (("warmup_max_lr", args.lr), ("warmup_min_lr", 0.0), ("warmup_num_steps", warmup),
-                       ("total_num_steps", args.lr_decay_iters), ("cycle_max_lr", args.lr),
-                       ("lr_range_test_min_lr", args.min_lr)):
-        if params.get(key) == "auto":
-            params[key] = value
+    fields = SCHEDULER_FIELDS[kind]
+    for flag, dests in SCHEDULE_SETTINGS.items():
+        given = next((d for d in dests if d in args.explicit), None)
+        if flag not in fields:
+            if given and flag != "--lr":  # WarmupCosineLR and LRRangeTest take the rate from the optimizer
+                raise ConfigError(f"{source}: the scheduler {kind} has no setting for --{given.replace('_', '-')} "
+                                  f"(its fields: {', '.join(f for f, _ in fields.values())}); drop the flag, or "
+                                  "drop the scheduler to use the flags' schedule (--lr-decay-style)")
+            continue
+        field, value_of = fields[flag]
+        value, current = value_of(args), params.get(field, "auto")
+        if current == "auto":
+            params[field] = value
+        elif given and not math.isclose(current, value, rel_tol=1e-9, abs_tol=1e-12):
+            raise ConfigError(f"{source} sets scheduler.params.{field} = {current!r} but --{given.replace('_', '-')} "
+                              f"gives {value!r}: remove one of them or make them agree")
 
 
 def _find_auto(value, path=""):
