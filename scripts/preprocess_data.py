@@ -9,6 +9,7 @@ With --split-sentences each sentence is one sequence and a document is its run o
 """
 
 import argparse
+import collections
 import itertools
 import multiprocessing
 import os
@@ -56,6 +57,28 @@ class Encoder:
             check_token_ids(tokens, Encoder.tokenizer.vocab_size, f"{args.input} line {line_number}")
             encoded[key] = (tokens.astype(Encoder.dtype), [len(ids) for ids in sequences])
         return line_number, encoded, len(line), None
+
+    def encode_batch(self, numbered_lines):
+        return [self.encode(numbered_line) for numbered_line in numbered_lines]
+
+
+def encoded_in_order(pool, workers, encoder, numbered_lines, batch_lines=256):
+    """encoder.encode over the lines, in order; with a pool, batches of lines go to the workers from this
+    thread, at most a few per worker in flight. (Pool.imap read the input in a thread of its own, and
+    terminating the pool while that thread fed it deadlocked now and then: a run with a bad line never
+    ended.) Stopping early leaves only those few batches for pool.close() and join() to finish."""
+    if pool is None:
+        yield from map(encoder.encode, numbered_lines)
+        return
+    pending, in_flight = collections.deque(), 4 * workers
+    while True:
+        batch = list(itertools.islice(numbered_lines, batch_lines))
+        if batch:
+            pending.append(pool.apply_async(encoder.encode_batch, (batch,)))
+        if pending and (len(pending) >= in_flight or not batch):
+            yield from pending.popleft().get()
+        elif not batch:
+            return
 
 
 def get_args(argv=None):
@@ -160,7 +183,7 @@ def main(argv=None):
                                            Encoder.tokenizer.vocab_size) for key in args.json_keys}
     lines = ((number, line) for number, line, _, _ in iter_lines(args.input))
     pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
-    encoded_lines = pool.imap(encoder.encode, lines, chunksize=256) if pool else map(encoder.encode, lines)
+    encoded_lines = encoded_in_order(pool, args.workers, encoder, lines)
     progress, documents, total_bytes, skipped = _Progress(os.path.getsize(args.input), args.log_interval), 0, 0, []
     try:
         for line_number, encoded, size, error in encoded_lines:
@@ -180,7 +203,8 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     finally:
         if pool:
-            pool.terminate()
+            pool.close()
+            pool.join()
     if documents == 0:
         for builder in builders.values():
             builder.discard()
