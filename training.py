@@ -24,7 +24,7 @@ from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_gr
 import mpu
 from batches import batches, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint
-from checkpointing.resume import resume_position
+from checkpointing.resume import check_save_folder, resume_position
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.dataset_builder import parse_data_path
 from data_utils.indexed_dataset import MMapIndexedDataset, TokenIdError, check_dataset
@@ -257,6 +257,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
                          "pipeline form of its model (pretrain_gpt2.py has)")
     require_written_version()
     initialize_distributed(args)
+    check_save_folder(args)
     set_random_seed(args.seed)
     dp = mpu.get_data_parallel_world_size()
     ds_config = build_ds_config(args, dp)

@@ -12,14 +12,16 @@ import argparse
 import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from model.gpt2_pipeline import gpt2_state_from_layers
 from model.tensor_parallel_state import merge_states, split_state
 
-from .tags import commit, read_latest, torch_save_atomically
+from .tags import NoCompleteTag, choose_tag, commit, read_latest, torch_save_atomically
 
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 UNIVERSAL = "universal"  # a tag's layout-free form (universal.py): one file per parameter,
@@ -42,11 +44,20 @@ def load_plain(path):
                              f"here ({str(error).splitlines()[-1][:200]})") from None
 
 
-def latest_tag(directory):
-    tag = read_latest(directory)
-    if tag is None:
+def latest_tag(directory, tag=None):
+    """The tag to read from a checkpoint directory, verified as training verifies it: `tag` if given,
+    else the one `latest` names, else the newest complete one before it (one line on stderr says which
+    was passed over and why). One-line errors: no `latest`, or no complete tag."""
+    if tag is None and read_latest(directory) is None:
         raise FileNotFoundError(f"{directory}: no 'latest' file; is it a checkpoint directory written by --save?")
-    return tag
+    try:
+        chosen, passed_over = choose_tag(directory, tag, 1)
+    except NoCompleteTag as error:
+        raise ValueError(f"{directory}: {error}") from None
+    if passed_over and (not dist.is_initialized() or dist.get_rank() == 0):
+        print(f"warning: {directory}: {passed_over[0]}; reading {chosen}, the newest complete checkpoint",
+              file=sys.stderr, flush=True)
+    return chosen
 
 
 def has_model_files(folder):
@@ -99,7 +110,7 @@ def _read_universal_weights(folder):
 
 def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
-    tag = tag or latest_tag(directory)
+    tag = latest_tag(directory, tag)
     folder = os.path.join(directory, tag)
     if not has_model_files(folder) and is_complete(universal_folder(folder)):
         return (*_read_universal_weights(universal_folder(folder)), tag)
@@ -124,7 +135,7 @@ def read_shard(directory, rank, world_size, tag=None):
     tag). A checkpoint saved at world_size ranks without ZeRO-3 or pipeline stages is read from this
     rank's file alone; any other is merged (read_checkpoint), its vocabulary padded with zero rows to a
     multiple of world_size, and split again."""
-    tag = tag or latest_tag(directory)
+    tag = latest_tag(directory, tag)
     folder = os.path.join(directory, tag)
     if has_model_files(folder) and checkpoint_layout(folder) == (world_size, 1):
         saved = load_plain(model_files(folder)[rank])

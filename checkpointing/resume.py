@@ -9,6 +9,7 @@ the newest complete tag (tags.py).
 """
 
 import os
+import tempfile
 import time
 
 import torch
@@ -26,6 +27,21 @@ from .universal import load_universal, write_universal
 DATA_FLAGS = {"data_path": "--data-path", "train_data": "--train-data"}
 
 
+def check_save_folder(args):
+    """--save must be a folder this rank can write to: found at start-up, not at the first save after
+    hours of training. Creates it; one line naming it otherwise."""
+    if not args.save or args.skip_train:
+        return
+    try:
+        os.makedirs(args.save, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=args.save)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"--save {args.save}: this folder cannot be written ({error.strerror}); nothing has "
+                         "been trained yet: give a folder you can write to, or fix its permissions") from None
+
+
 def _rng_file(folder):
     return os.path.join(folder, f"rng_state_tp{mpu.get_model_parallel_rank():02d}_"
                                 f"pp{mpu.get_pipeline_model_parallel_rank():02d}_"
@@ -35,35 +51,23 @@ def _rng_file(folder):
 def _tag_to_load(args):
     """The complete tag to resume from: --load-tag/--ckpt-step, else the one `latest` names, else the
     newest complete one before it (saying why); None when the directory holds no committed checkpoint."""
-    data_parallel = mpu.get_data_parallel_world_size()
     asked = args.load_tag or (None if args.ckpt_step is None else f"global_step{args.ckpt_step}")
-    if asked:
-        problem = tags.verify(args.load, asked, data_parallel)
-        if problem:
-            raise UsageError(f"--load {args.load}: checkpoint {asked} cannot be loaded: {problem}")
-        return asked
-    latest = tags.read_latest(args.load)
-    if latest is None:
+    if not asked and tags.read_latest(args.load) is None:
         if os.path.isdir(args.load) and os.listdir(args.load) and not any(
                 tags.step_of(t) is not None for t in os.listdir(args.load)):
             raise UsageError(f"--load {args.load} is not a checkpoint directory (no 'latest' file, no global_step "
                              "folders, but other files): point --load at a folder written by --save, or at an empty or "
                              "new folder to start afresh")
         return None
-    newest = tags.step_of(latest)
-    candidates = [latest] + [t for t in tags.tags_newest_first(args.load) if t != latest and (
-        newest is None or (tags.step_of(t) is not None and tags.step_of(t) < newest))]
-    passed_over = []
-    for tag in candidates:
-        problem = tags.verify(args.load, tag, data_parallel)
-        if problem is None:
-            if passed_over:
-                print_rank_0(f"warning: --load {args.load}: {passed_over[0]}; resuming from {tag}, the newest "
-                             "complete checkpoint")
-            return tag
-        passed_over.append(f"checkpoint {tag} is incomplete ({problem})")
-    raise UsageError(f"--load {args.load}: no complete checkpoint: {'; '.join(passed_over)}. Pick one with "
-                     "--load-tag, or start afresh in another --save folder")
+    try:
+        tag, passed_over = tags.choose_tag(args.load, asked, mpu.get_data_parallel_world_size())
+    except tags.NoCompleteTag as error:
+        advice = "" if asked else ". Pick one with --load-tag, or start afresh in another --save folder"
+        raise UsageError(f"--load {args.load}: {error}{advice}") from None
+    if passed_over:
+        print_rank_0(f"warning: --load {args.load}: {passed_over[0]}; resuming from {tag}, the newest complete "
+                     "checkpoint")
+    return tag
 
 
 def _restore_rng(folder):

@@ -145,6 +145,34 @@ def verify(directory, tag, data_parallel_size):
     return "; ".join(sorted(problems)[:3]) or None
 
 
+class NoCompleteTag(ValueError):
+    pass
+
+
+def choose_tag(directory, asked, data_parallel_size):
+    """(the tag to read, [why newer tags were passed over]): `asked` when given and complete; else the
+    tag `latest` names, else the newest complete tag before it; (None, []) without a `latest` file.
+    Raises NoCompleteTag (one line) when no candidate is complete. Collective like verify."""
+    if asked:
+        problem = verify(directory, asked, data_parallel_size)
+        if problem:
+            raise NoCompleteTag(f"checkpoint {asked} cannot be loaded: {problem}")
+        return asked, []
+    latest = read_latest(directory)
+    if latest is None:
+        return None, []
+    newest = step_of(latest)
+    candidates = [latest] + [t for t in tags_newest_first(directory) if t != latest and (
+        newest is None or (step_of(t) is not None and step_of(t) < newest))]
+    passed_over = []
+    for tag in candidates:
+        problem = verify(directory, tag, data_parallel_size)
+        if problem is None:
+            return tag, passed_over
+        passed_over.append(f"checkpoint {tag} is incomplete ({problem})")
+    raise NoCompleteTag(f"no complete checkpoint: {'; '.join(passed_over)}")
+
+
 def step_of(tag):
     match = _STEP_TAG.fullmatch(tag)
     return int(match.group(1)) if match else None

@@ -151,7 +151,7 @@ def reshape(load_dir, save_dir, tag, model_parallel_size, pipe_parallel_size):
     if os.path.abspath(load_dir) == os.path.abspath(save_dir):
         raise ValueError("--save must be another folder than --load (a resume at another layout converts in place "
                          "by itself)")
-    tag = tag or latest_tag(load_dir)
+    tag = latest_tag(load_dir, tag)
     folder = universal_folder(os.path.join(save_dir, tag))
     started = time.time()
     state = write_universal(os.path.join(load_dir, tag), folder)

@@ -106,6 +106,8 @@ def _training_cases(root, saved, data):
         "checkpoint of another shape": (["--load", saved, "--hidden-size", "128", "--train-iters", "4"],
                                         "does not fit the model the flags describe"),
         "finished checkpoint": (["--load", saved, "--train-iters", "2"], "nothing to train"),
+        "--save that cannot be written": (["--save", str(root / "vocab.json" / "ckpt")],
+                                          "vocab.json/ckpt: this folder cannot be written (Not a directory)"),
     }
 
 
@@ -193,3 +195,63 @@ def test_bad_corpora_stop_preprocessing(case, tmp_path):
                 "empty corpus": "c.jsonl"}[case]
     assert expected in errors[0], errors[0]
     assert existing.read_bytes() == b"from an earlier run", "an earlier output is not clobbered"
+
+
+def _readers_body(directory, data, hf_dir):
+    """Evaluation, generation and conversion of `directory` on this rank: {reader: (exit code, stderr)}."""
+    import contextlib
+    import importlib.util
+    import io
+
+    import mpu
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    runs = {"evaluation": lambda: script("run_gpt2_eval").main(["--load", directory, "--data-path", data,
+                                                                "--webtext-eval", "--eval-iters", "1"]),
+            "generation": lambda: importlib.import_module("generate_samples").main(
+                ["--load", directory, "--greedy", "--out-seq-length", "2", "--sample-input-file", os.devnull]),
+            "conversion": lambda: script("convert_checkpoint").main(["--load", directory, "--to-hf", hf_dir])}
+    results = {}
+    for name, run in runs.items():
+        stderr = io.StringIO()
+        mpu.destroy_model_parallel()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                run()
+                code = 0
+            except SystemExit as stopped:
+                code = stopped.code
+                if isinstance(code, str):  # sys.exit("error: ...")
+                    stderr.write(code + "\n")
+        results[name] = (code, stderr.getvalue())
+    return results
+
+
+def test_a_truncated_checkpoint_is_passed_over_or_one_line_wherever_it_is_read(world, tmp_path, gpt2_data_prefix):
+    """Training passes over a tag whose files do not match its manifest; evaluation, generation and
+    conversion verify the same way: they read the newest complete tag, saying which was passed over, and
+    with none complete they stop with one line (no torch traceback)."""
+    import glob
+    _, saved = world
+    directory = tmp_path / "ckpt"
+    shutil.copytree(saved, directory)
+    shutil.copytree(directory / "global_step2", directory / "global_step1")  # an older complete tag
+    (states,) = glob.glob(str(directory / "global_step2" / "mp_rank_*_model_states.pt"))
+    _truncate(states, os.path.getsize(states) // 2)
+    results = run_distributed(1, _readers_body, str(directory), gpt2_data_prefix, str(tmp_path / "hf"))[0]
+    for reader, (code, stderr) in results.items():
+        assert code in (0, None) and "checkpoint global_step2 is incomplete" in stderr and "global_step1" in stderr, \
+            f"{reader}: {stderr[-2000:]}"
+    (states,) = glob.glob(str(directory / "global_step1" / "mp_rank_*_model_states.pt"))
+    _truncate(states, os.path.getsize(states) // 2)
+    results = run_distributed(1, _readers_body, str(directory), gpt2_data_prefix, str(tmp_path / "hf2"))[0]
+    for reader, (code, stderr) in results.items():
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code not in (0, None) and "Traceback" not in stderr, f"{reader}: {stderr[-2000:]}"
+        assert [line for line in lines if line.startswith("error:")] == lines[-1:] and "no complete checkpoint" in lines[-1], \
+            f"{reader}: {stderr[-2000:]}"
+    assert not os.path.exists(tmp_path / "hf2" / "config.json")
