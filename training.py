@@ -26,9 +26,8 @@ from batches import batches, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint
 from checkpointing.resume import check_save_folder, resume_position
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
-from data_utils.dataset_builder import parse_data_path
-from data_utils.indexed_dataset import MMapIndexedDataset, TokenIdError, check_dataset
-from data_utils.lazy_loader import LooseJsonDataset
+from data_utils.indexed_dataset import DatasetError, MMapIndexedDataset
+from data_utils.lazy_loader import LooseJsonDataset, MalformedJsonError
 from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
 from deepspeed_internals import DeepSpeedVersionError, guard_fp32_steps, require_written_version, skip_one_rank_allreduce
@@ -170,23 +169,13 @@ def _tokenizer_training_texts(args):
                                          for corpus in corpora)
 
 
-class _DatasetChecked(Exception):
-    """--check-dataset has reported: every rank stops once all have reached the barrier."""
-
-
 def data_prefixes(args, tokenizer, append_eod=True, sentences=None):
     """The .bin/.idx prefixes to train on (with weights, as --data-path takes them): --data-path, else
     --train-data (default: the bundled sample) tokenized into the data cache on first use (see
-    data_utils.corpora.tokenized_corpus for append_eod and sentences). With --check-dataset, reports
-    their token ids against the vocabulary and stops the run."""
-    data_path = args.data_path or _in_proportion_to_tokens(
+    data_utils.corpora.tokenized_corpus for append_eod and sentences)."""
+    return args.data_path or _in_proportion_to_tokens(
         [tokenized_corpus(corpus, tokenizer, _data_cache_dir(args), append_eod, sentences)
          for corpus in _training_corpora(args)])
-    if args.check_dataset:
-        for _, prefix in parse_data_path(data_path):
-            print_rank_0(check_dataset(prefix, tokenizer.vocab_size))
-        raise _DatasetChecked()
-    return data_path
 
 
 def _in_proportion_to_tokens(prefixes):
@@ -245,7 +234,7 @@ def pretrain(args, datasets_provider, model_provider, steps):
     """
     try:
         return _pretrain(args, datasets_provider, model_provider, steps)
-    except (UsageError, ConfigError, TokenIdError, FileNotFoundError, DeepSpeedVersionError) as error:
+    except (UsageError, ConfigError, DatasetError, MalformedJsonError, FileNotFoundError, DeepSpeedVersionError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
@@ -271,18 +260,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
                         resumed_samples + (args.train_iters - resumed_iteration) * global_batch)
     # every evaluation scores the same validation batches
     num_samples = (train_samples, args.eval_iters * global_batch, args.eval_iters * global_batch)
-    checked = False
-    for turn in ("first", "rest"):  # rank 0 trains a tokenizer, tokenizes, builds index caches; the rest read them
-        if (dist.get_rank() == 0) == (turn == "first"):
-            train_texts = _tokenizer_training_texts(args) if args.tokenizer_type == "SentencePieceTokenizer" else None
-            tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
-            try:
-                datasets = datasets_provider(args, tokenizer, num_samples)
-            except _DatasetChecked:
-                checked = True
-        dist.barrier()
-    if checked:
-        raise SystemExit(0)
+    tokenizer, datasets = _tokenizer_and_datasets(args, datasets_provider, num_samples)
     args.padded_vocab_size, args.text_vocab_size = tokenizer.padded_vocab_size, tokenizer.vocab_size
     document_flags = [f for f in ("eod_mask_loss", "reset_position_ids", "reset_attention_mask") if getattr(args, f)]
     if document_flags:
@@ -313,6 +291,34 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     if engine.zero_optimization_stage() == 0 and not (args.bf16 or args.fp16):
         guard_fp32_steps(engine)
     return engine, tokenizer, datasets, global_batch
+
+
+_DATA_ERRORS = (UsageError, DatasetError, MalformedJsonError, FileNotFoundError)
+
+
+def _tokenizer_and_datasets(args, datasets_provider, num_samples):
+    """Rank 0 trains a tokenizer, tokenizes, builds index caches; the rest then read them. Bad data on
+    rank 0 stops every rank with its one line (the others would wait for it at the barrier)."""
+    failure = None
+    for turn in ("first", "rest"):
+        if (dist.get_rank() == 0) == (turn == "first"):
+            try:
+                train_texts = _tokenizer_training_texts(args) if args.tokenizer_type == "SentencePieceTokenizer" else None
+                tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
+                datasets = datasets_provider(args, tokenizer, num_samples)
+            except Exception as error:  # any failure: the other ranks must hear of it, not wait
+                failure = error
+        if turn == "first":
+            shared = [None if failure is None else str(failure)]
+            dist.broadcast_object_list(shared, src=0)
+            if failure is not None and not isinstance(failure, _DATA_ERRORS):
+                raise failure  # a defect: its traceback on rank 0, one line on the others
+            if shared[0] is not None:
+                raise UsageError(shared[0] if failure is not None else f"rank 0 failed building the data: {shared[0]}")
+        dist.barrier()
+    if failure is not None:
+        raise failure
+    return tokenizer, datasets
 
 
 def _compile_layers(model, zero_stage):

@@ -78,12 +78,19 @@ def _restore_rng(folder):
         print_rank_0(f"warning: {folder} holds no random-number states; dropout continues from --seed")
 
 
-def _warn_about_other_data(args, saved_args):
+def _data_read(values):
+    """What a run with these flags ({name: value}) trains on, in words."""
     for name, flag in DATA_FLAGS.items():
-        if name in saved_args and saved_args[name] != getattr(args, name):
-            print_rank_0(f"warning: --load {args.load}: the checkpoint was trained with {flag} {saved_args[name]} "
-                         f"but this run reads {flag} {getattr(args, name)}; training continues at the checkpoint's "
-                         "data position in the new data")
+        if values.get(name):
+            return f"{flag} {' '.join(map(str, values[name]))}"
+    return "the bundled corpus (--train-data sample)"
+
+
+def _warn_about_other_data(args, saved_args):
+    saved, now = _data_read(saved_args), _data_read(vars(args))
+    if saved != now:
+        print_rank_0(f"warning: --load {args.load}: the checkpoint was trained on {saved} but this run reads {now}; "
+                     "training continues at the checkpoint's data position in the new data")
 
 
 def resume_position(args):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .atomic import cached_index
 from .dataset_builder import build_datasets
-from .indexed_dataset import check_token_ids
+from .indexed_dataset import DatasetError, check_token_ids
 
 
 def _epoch_rows(sizes, doc_idx, documents, max_tokens, short_seq_prob, min_sentences, rng):
@@ -47,7 +47,7 @@ def _samples_mapping(sizes, doc_idx, documents, num_samples, max_tokens, short_s
         rows = _epoch_rows(sizes, doc_idx, documents, max_tokens, short_seq_prob, min_sentences,
                            np.random.RandomState([seed, epoch, 0]))
         if not rows:
-            raise ValueError(f"no document has {min_sentences} or more sentences: BERT sentence pairs need "
+            raise DatasetError(f"no document has {min_sentences} or more sentences: BERT sentence pairs need "
                              "sentence-level data (scripts/preprocess_data.py --split-sentences)")
         rows = np.asarray(rows, dtype=np.int64)
         epochs.append(rows[np.random.RandomState([seed, epoch, 1]).permutation(len(rows))])
@@ -70,7 +70,7 @@ class BertSentencePairDataset:
         doc_idx = indexed_dataset.doc_idx
         self.with_sentences = self.documents[doc_idx[self.documents + 1] > doc_idx[self.documents]]
         if binary_head and not sentence_order and len(self.with_sentences) < 2:
-            raise ValueError(f"{indexed_dataset.prefix}: the {name} split has {len(self.with_sentences)} document(s) "
+            raise DatasetError(f"{indexed_dataset.prefix}: the {name} split has {len(self.with_sentences)} document(s) "
                              "with sentences; next-sentence prediction takes its random segments from other "
                              "documents: give the split more documents (--split) or use --sentence-order-prediction")
         name_in_cache = (f"{name}_bert_{self.documents[0]}-{self.documents[-1]}docs_{num_samples}ns_"

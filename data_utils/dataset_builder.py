@@ -7,6 +7,8 @@ blending live here once.
 
 import numpy as np
 
+from .indexed_dataset import DatasetError
+
 SPLIT_NAMES = ("train", "valid", "test")
 
 
@@ -15,9 +17,9 @@ def parse_split(split, num_documents):
     try:
         weights = [float(w) for w in str(split).replace("/", ",").split(",")]
     except ValueError:
-        raise ValueError(f"--split {split!r}: expected up to three numbers such as 949,50,1") from None
+        raise DatasetError(f"--split {split!r}: expected up to three numbers such as 949,50,1") from None
     if not 1 <= len(weights) <= 3 or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"--split {split!r}: expected one to three non-negative weights with a positive sum")
+        raise DatasetError(f"--split {split!r}: expected one to three non-negative weights with a positive sum")
     weights += [0.0] * (3 - len(weights))
     bounds = np.round(np.cumsum([0.0] + weights) / sum(weights) * num_documents).astype(np.int64)
     return [(int(bounds[i]), int(bounds[i + 1])) for i in range(3)]
@@ -28,13 +30,13 @@ def parse_data_path(values):
     if len(values) == 1:
         return [(1.0, values[0])]
     if len(values) % 2:
-        raise ValueError(f"--data-path {' '.join(values)}: expected one prefix, or weight-prefix pairs")
+        raise DatasetError(f"--data-path {' '.join(values)}: expected one prefix, or weight-prefix pairs")
     pairs = []
     for weight, prefix in zip(values[::2], values[1::2]):
         try:
             pairs.append((float(weight), prefix))
         except ValueError:
-            raise ValueError(f"--data-path: {weight!r} is not a weight (expected pairs such as 0.3 A 0.7 B)") from None
+            raise DatasetError(f"--data-path: {weight!r} is not a weight (expected pairs such as 0.3 A 0.7 B)") from None
     return pairs
 
 
@@ -48,7 +50,7 @@ class BlendableDataset:
     def __init__(self, datasets, weights, num_samples):
         weights = np.asarray(weights, dtype=np.float64)
         if len(datasets) != len(weights) or (weights <= 0).any():
-            raise ValueError("--data-path: every dataset needs a positive weight")
+            raise DatasetError("--data-path: every dataset needs a positive weight")
         weights = weights / weights.sum()
         self.datasets = datasets
         counts = [int(np.ceil(w * num_samples)) + 1 for w in weights]
@@ -60,7 +62,7 @@ class BlendableDataset:
         for d, dataset in enumerate(datasets):
             needed = int((self.dataset_index == d).sum())
             if needed > len(dataset):
-                raise ValueError(f"blended dataset {d} has {len(dataset)} samples, {needed} are needed")
+                raise DatasetError(f"blended dataset {d} has {len(dataset)} samples, {needed} are needed")
 
     def __len__(self):
         return len(self.dataset_index)
@@ -87,7 +89,7 @@ def build_datasets(data_path, split, num_samples, make_dataset):
             if num_samples[s] == 0:
                 continue
             if start == end:
-                raise ValueError(f"--split {split}: the {SPLIT_NAMES[s]} split of {prefix} has no documents but "
+                raise DatasetError(f"--split {split}: the {SPLIT_NAMES[s]} split of {prefix} has no documents but "
                                  f"{num_samples[s]} samples are needed; give that split a larger weight")
             wanted = num_samples[s] if len(pairs) == 1 else int(np.ceil(num_samples[s] * weight * 1.005)) + 1
             per_split[s].append(make_dataset(SPLIT_NAMES[s], indexed, start, end, wanted))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .atomic import cached_index
 from .dataset_builder import build_datasets
-from .indexed_dataset import check_token_ids
+from .indexed_dataset import DatasetError, check_token_ids
 
 
 def _epoch_rng(seed, epoch, what):
@@ -26,7 +26,7 @@ def _build_index(sizes, num_samples, seq_length, seed):
     """{doc_idx, sample_starts, shuffle_idx}: see the module docstring."""
     tokens_per_epoch = int(sizes.sum())
     if tokens_per_epoch <= 1:
-        raise ValueError("the split has no tokens to sample from")
+        raise DatasetError("the split has no tokens to sample from")
 
     def first_sample(epoch):  # the first sample whose first token lies in `epoch`
         return -(-epoch * tokens_per_epoch // seq_length)
@@ -58,7 +58,7 @@ class GPT2Dataset:
         self.sequence_ids = np.asarray(sequence_ids, dtype=np.int64)
         self.vocab_size = vocab_size
         if len(self.sequence_ids) == 0:
-            raise ValueError(f"{indexed_dataset.prefix}: the {name} split has no documents; change --split")
+            raise DatasetError(f"{indexed_dataset.prefix}: the {name} split has no documents; change --split")
         name_in_cache = (f"{name}_indexmap_{self.sequence_ids[0]}-{self.sequence_ids[-1]}seqs_{num_samples}ns_"
                          f"{seq_length}sl_{seed}s_epochs")
         index = cached_index(indexed_dataset, cache_dir, name_in_cache, lambda: _build_index(

@@ -15,7 +15,7 @@ import shutil
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from .tokenization import BertWordPieceTokenizer, GPT2BPETokenizer, SentencePieceTokenizer, read_gpt2_files
+from .tokenization import BertWordPieceTokenizer, GPT2BPETokenizer, HFTokenizer, SentencePieceTokenizer, read_gpt2_files
 
 _SPM_NORMAL, _SPM_UNKNOWN, _SPM_CONTROL, _SPM_BYTE = 1, 2, 3, 6  # ModelProto.SentencePiece.Type
 _SPM_UNIGRAM, _SPM_BPE = 1, 2  # TrainerSpec.ModelType
@@ -29,6 +29,14 @@ def _gpt2(tokenizer):
     eod = "<|endoftext|>"
     return backend, {"tokenizer_class": "GPT2Tokenizer", "bos_token": eod, "eos_token": eod, "unk_token": eod,
                      "add_prefix_space": False}, {tokenizer.vocab_file: "vocab.json", tokenizer.merge_file: "merges.txt"}
+
+
+def _hf(tokenizer):
+    """A tokenizer.json is transformers' own: written back as it is, with its end-of-document token."""
+    eod = tokenizer.backend.id_to_token(tokenizer.eod)
+    pad = tokenizer.backend.id_to_token(tokenizer.pad)
+    return tokenizer.backend, {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eod, "eos_token": eod,
+                               "pad_token": pad}, {}
 
 
 def _wordpiece(tokenizer):
@@ -93,6 +101,8 @@ def save_for_transformers(tokenizer, folder, bert, model_max_length):
         backend, config, files = _wordpiece(tokenizer)
     elif isinstance(tokenizer, SentencePieceTokenizer):
         backend, config, files = _sentencepiece(tokenizer, bert)
+    elif isinstance(tokenizer, HFTokenizer):
+        backend, config, files = _hf(tokenizer)
     else:
         raise ValueError(f"{tokenizer.name} has no transformers tokenizer")
     for source, name in files.items():
@@ -100,3 +110,40 @@ def save_for_transformers(tokenizer, folder, bert, model_max_length):
     backend.save(os.path.join(folder, "tokenizer.json"))
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump({**config, "model_max_length": model_max_length}, f, indent=2)
+
+
+GPT2_VOCABULARY = 50257
+
+
+def folder_tokenizer_flags(folder, config):
+    """The tokenizer flags ({tokenizer_type, vocab_file, merge_file} as paths in `folder`) of a transformers
+    model folder with this config.json: its vocab.txt (BERT WordPiece), vocab.json + merges.txt (GPT-2 BPE)
+    or tokenizer.json (HFTokenizer: what Pythia and GPT-NeoX folders ship only). A folder with none of them
+    is read with GPT-2's BPE only when its vocabulary is GPT-2's ({} : the defaults); any other case, or
+    files that do not load, is a ValueError naming the folder (never a silent fallback to other ids)."""
+    from .tokenization import make_tokenizer
+
+    def path(name):
+        return os.path.join(folder, name)
+    if os.path.isfile(path("vocab.txt")):
+        lower = config.get("do_lower_case", True)
+        flags = {"tokenizer_type": "BertWordPieceLowerCase" if lower else "BertWordPieceCase",
+                 "vocab_file": path("vocab.txt"), "merge_file": None}
+    elif os.path.isfile(path("vocab.json")) and os.path.isfile(path("merges.txt")):
+        flags = {"tokenizer_type": "GPT2BPETokenizer", "vocab_file": path("vocab.json"), "merge_file": path("merges.txt")}
+    elif os.path.isfile(path("tokenizer.json")):
+        flags = {"tokenizer_type": "HFTokenizer", "vocab_file": path("tokenizer.json"), "merge_file": None}
+    elif config.get("model_type") == "bert" or config.get("vocab_size") == GPT2_VOCABULARY:
+        return {}
+    else:
+        raise ValueError(f"{folder}: no tokenizer files (tokenizer.json, vocab.json + merges.txt, or vocab.txt) and "
+                         f"its {config.get('vocab_size')}-token vocabulary is not GPT-2's: copy the model's tokenizer "
+                         "files into the folder")
+    try:
+        tokenizer = make_tokenizer(flags["tokenizer_type"], vocab_file=flags["vocab_file"], merge_file=flags["merge_file"])
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{folder}: its tokenizer cannot be read: {error}") from None
+    if tokenizer.vocab_size > config.get("vocab_size", tokenizer.vocab_size):
+        raise ValueError(f"{folder}: its tokenizer has {tokenizer.vocab_size} tokens but the model embeds "
+                         f"{config['vocab_size']}: the tokenizer files are another model's")
+    return flags

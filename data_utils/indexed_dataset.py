@@ -38,7 +38,11 @@ def index_file_path(prefix):
     return prefix + ".idx"
 
 
-class TokenIdError(ValueError):
+class DatasetError(ValueError):
+    """Data that cannot make the datasets asked for (the message says which file and what to do)."""
+
+
+class TokenIdError(DatasetError):
     """A token id outside [0, vocab_size)."""
 
 

@@ -22,15 +22,16 @@ class MalformedJsonError(ValueError):
     """A line of a loose-JSON corpus that cannot be used, with its file and line number."""
 
 
-def parse_document(line, text_key, path, line_number):
-    """The text under `text_key` of one JSON line; MalformedJsonError naming path:line otherwise."""
+def parse_document(line, text_key, path, line_number, key_flag="--text-key"):
+    """The text under `text_key` of one JSON line; MalformedJsonError naming path:line (and key_flag, the
+    flag that chooses the key) otherwise."""
     try:
         document = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MalformedJsonError(f"{path}:{line_number}: not valid JSON ({error.msg if hasattr(error, 'msg') else error})") from None
     if not isinstance(document, dict) or text_key not in document:
         keys = sorted(document) if isinstance(document, dict) else type(document).__name__
-        raise MalformedJsonError(f"{path}:{line_number}: no {text_key!r} key (has {keys}); choose it with --text-key")
+        raise MalformedJsonError(f"{path}:{line_number}: no {text_key!r} key (has {keys}); choose it with {key_flag}")
     text = document[text_key]
     if not isinstance(text, str):
         raise MalformedJsonError(f"{path}:{line_number}: {text_key!r} is a {type(text).__name__}, not a string")

@@ -14,7 +14,7 @@ import os
 import tempfile
 
 TOKENIZER_TYPES = ("GPT2BPETokenizer", "BertWordPieceLowerCase", "BertWordPieceCase",
-                   "SentencePieceTokenizer", "CharacterLevelTokenizer")
+                   "SentencePieceTokenizer", "CharacterLevelTokenizer", "HFTokenizer")
 
 
 def padded_vocab_size(vocab_size, make_vocab_size_divisible_by=128, model_parallel_size=1):
@@ -231,6 +231,51 @@ def train_sentencepiece(model_file, train_texts, vocab_size=8000, model_type="bp
         os.replace(prefix + ".model", model_file)
 
 
+class HFTokenizer(Tokenizer):
+    """A transformers / `tokenizers` tokenizer.json (GPT-NeoX's --tokenizer-type HFTokenizer, what Pythia
+    and GPT-NeoX-20B folders ship). Text is encoded without the special tokens a post-processor would
+    add; end-of-document is the tokenizer's own (<|endoftext|>, </s> or <eos>, or the
+    tokenizer_config.json's eos_token beside it)."""
+    name = "HFTokenizer"
+    EOD_TOKENS = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
+
+    def __init__(self, vocab_file):
+        from tokenizers import Tokenizer as Backend
+        hint = "pass a transformers tokenizer.json (a model folder's) as --vocab-file"
+        _require_file(vocab_file, "--vocab-file", hint)
+        try:
+            self.backend = Backend.from_file(vocab_file)
+        except Exception as error:  # the tokenizers library raises its own Exception for any unreadable file
+            raise ValueError(f"--vocab-file {vocab_file} is not a tokenizer.json the tokenizers library reads "
+                             f"({str(error).splitlines()[0][:200]}); {hint}") from None
+        self.vocab_file = self.source = os.path.abspath(vocab_file)
+        vocab = self.backend.get_vocab(with_added_tokens=True)
+        configured = _configured_tokens(os.path.join(os.path.dirname(self.vocab_file), "tokenizer_config.json"))
+        eod = configured.get("eos_token") or next((t for t in self.EOD_TOKENS if t in vocab), None)
+        self._eod = vocab.get(eod)
+        self._pad = vocab.get(configured.get("pad_token"), self._eod)
+
+    @property
+    def vocab_size(self):
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def tokenize(self, text):
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def detokenize(self, ids):
+        return self.backend.decode(list(ids), skip_special_tokens=False)
+
+
+def _configured_tokens(path):
+    """{eos_token, pad_token, ...: token text} of a transformers tokenizer_config.json, {} without one."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    return {key: value["content"] if isinstance(value, dict) else value for key, value in config.items()
+            if key in ("eos_token", "bos_token", "pad_token") and value}
+
+
 class CharacterLevelTokenizer(Tokenizer):
     """UTF-8 bytes as ids 0-255 (any text round-trips), end-of-document 256, padding 257."""
     name = "CharacterLevelTokenizer"
@@ -263,6 +308,8 @@ def make_tokenizer(tokenizer_type, vocab_file=None, merge_file=None, tokenizer_m
         tokenizer = SentencePieceTokenizer(tokenizer_model, train_texts, **sentencepiece_options)
     elif tokenizer_type == "CharacterLevelTokenizer":
         tokenizer = CharacterLevelTokenizer()
+    elif tokenizer_type == "HFTokenizer":
+        tokenizer = HFTokenizer(vocab_file)
     else:
         raise ValueError(f"--tokenizer-type {tokenizer_type!r} is unknown; choose one of {', '.join(TOKENIZER_TYPES)}")
     tokenizer.padded_vocab_size = padded_vocab_size(tokenizer.vocab_size, make_vocab_size_divisible_by,

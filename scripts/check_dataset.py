@@ -12,14 +12,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arguments import add_tokenizer_args  # noqa: E402
+from arguments import ArgumentParser, add_tokenizer_args  # noqa: E402
 from data_utils.tokenization import make_tokenizer_from_args  # noqa: E402
 from data_utils.dataset_builder import parse_data_path  # noqa: E402
 from data_utils.indexed_dataset import check_dataset  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-path", nargs="+", required=True, help="a .bin/.idx prefix, or weight-prefix pairs")
     add_tokenizer_args(parser)
     args = parser.parse_args(argv)

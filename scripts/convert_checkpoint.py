@@ -31,12 +31,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arguments import add_architecture_args, saved_tokenizer  # noqa: E402
+from arguments import ArgumentParser, add_architecture_args, saved_tokenizer  # noqa: E402
 from checkpointing import read_checkpoint, write_checkpoint  # noqa: E402
 from checkpointing.files import latest_tag, universal_folder  # noqa: E402
 from checkpointing.tags import commit  # noqa: E402
 from checkpointing.universal import write_universal  # noqa: E402
-from data_utils.hf_tokenizer import save_for_transformers  # noqa: E402
+from data_utils.hf_tokenizer import folder_tokenizer_flags, save_for_transformers  # noqa: E402
 from model.bert_conversion import hf_from_bert  # noqa: E402
 from model.gpt2_conversion import hf_from_gpt2  # noqa: E402
 from model.architecture import GLU_ACTIVATIONS, architecture_from_args  # noqa: E402
@@ -49,21 +49,20 @@ def from_hf(hf_dir, save_dir, model_parallel_size, divisible_by):
     state, args, config = state_from_hf(hf_dir, model_parallel_size, divisible_by)
     vocab, padded = args["text_vocab_size"], args["padded_vocab_size"]
     save_dir = os.path.abspath(save_dir)  # the tokenizer paths recorded below must not depend on the cwd
+    tokenizer = folder_tokenizer_flags(hf_dir, config)
     os.makedirs(save_dir, exist_ok=True)
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(hf_dir, name)):
             shutil.copy(os.path.join(hf_dir, name), os.path.join(save_dir, name))
-    if os.path.isfile(os.path.join(save_dir, "vocab.txt")):
-        args.update(vocab_file=os.path.join(save_dir, "vocab.txt"),
-                    tokenizer_type="BertWordPieceLowerCase" if config.get("do_lower_case", True) else "BertWordPieceCase")
-    elif os.path.isfile(os.path.join(save_dir, "vocab.json")):
-        args.update(vocab_file=os.path.join(save_dir, "vocab.json"), merge_file=os.path.join(save_dir, "merges.txt"),
-                    tokenizer_type="GPT2BPETokenizer")
+    for flag in ("vocab_file", "merge_file"):  # the copies in save_dir
+        if tokenizer.get(flag):
+            tokenizer[flag] = os.path.join(save_dir, os.path.basename(tokenizer[flag]))
+    args.update(tokenizer)
     write_checkpoint(save_dir, split_state(state, model_parallel_size), args)
     print(f"wrote {save_dir} ({model_parallel_size} tensor-parallel shards, vocabulary padded {vocab} -> {padded})")
 
 
-TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt")
+TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
 
 
 def _bert_to_hf(state, args):
@@ -121,14 +120,21 @@ def transformers_family(args):
     raise ValueError(f"no transformers model (GPT-2, GPT-Neo, GPT-NeoX) has this architecture: {arch}")
 
 
-def _write_tokenizer_files(args, hf_dir, bert, max_positions):
-    """The tokenizer the checkpoint was trained with, as AutoTokenizer reads it (data_utils/hf_tokenizer.py)."""
+def _saved_tokenizer(args):
+    """The tokenizer the checkpoint was trained with, or None (said) when its files are gone."""
     try:
-        tokenizer = saved_tokenizer(args)
+        return saved_tokenizer(args)
     except (FileNotFoundError, ValueError) as error:
-        print(f"warning: no tokenizer written: {error}")
-        return
-    save_for_transformers(tokenizer, hf_dir, bert=bert, model_max_length=max_positions)
+        print(f"warning: no tokenizer written, and config.json keeps transformers' default special ids: {error}")
+        return None
+
+
+def _special_ids(tokenizer, bert):
+    """config.json's special token ids: the tokenizer's own (transformers' defaults are GPT-2's 50256 for
+    GPT-2 and GPT-Neo, 0 and 2 for GPT-NeoX, whatever the vocabulary)."""
+    if bert:
+        return {"pad_token_id": tokenizer.pad}
+    return {"bos_token_id": tokenizer.eod, "eos_token_id": tokenizer.eod}
 
 
 def to_hf(load_dir, hf_dir):
@@ -138,11 +144,18 @@ def to_hf(load_dir, hf_dir):
     convert = _bert_to_hf if bert else {"gpt2": _gpt2_to_hf, "gpt_neo": _gpt_neo_to_hf,
                                         "gpt_neox": _gpt_neox_to_hf}[transformers_family(args)]
     config, hf_state = convert(state, args)
+    tokenizer = _saved_tokenizer(args)
+    if tokenizer is not None:
+        config.update(_special_ids(tokenizer, bert))
     os.makedirs(hf_dir, exist_ok=True)
     config.save_pretrained(hf_dir)
     save_file({k: v.clone() for k, v in hf_state.items()}, os.path.join(hf_dir, "model.safetensors"),  # untie
               metadata={"format": "pt"})
-    _write_tokenizer_files(args, hf_dir, bert, args.get("max_position_embeddings", 1024))
+    try:
+        if tokenizer is not None:
+            save_for_transformers(tokenizer, hf_dir, bert=bert, model_max_length=args.get("max_position_embeddings", 1024))
+    except ValueError as error:  # a tokenizer transformers has no form of (CharacterLevelTokenizer)
+        print(f"warning: no tokenizer written: {error}")
     print(f"wrote {hf_dir} from {load_dir}/{tag}")
 
 
@@ -173,7 +186,7 @@ def reshape(load_dir, save_dir, tag, model_parallel_size, pipe_parallel_size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from-hf", help="transformers directory to read")
     parser.add_argument("--save", help="checkpoint directory to write (with --from-hf, or --load)")
     parser.add_argument("--model-parallel-size", type=int, default=None,

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arguments import add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
+from arguments import ArgumentParser, add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
 from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype, check_token_ids  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
@@ -44,7 +44,7 @@ class Encoder:
         line_number, line = numbered_line
         args = self.args
         try:
-            texts = {key: parse_document(line, key, args.input, line_number) for key in args.json_keys}
+            texts = {key: parse_document(line, key, args.input, line_number, "--json-keys") for key in args.json_keys}
         except MalformedJsonError as error:
             return line_number, None, len(line), str(error)
         encoded = {}
@@ -82,7 +82,7 @@ def encoded_in_order(pool, workers, encoder, numbered_lines, batch_lines=256):
 
 
 def get_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_argument_group("input and output")
     group.add_argument("--input", required=True, help="loose JSON file, one document per line")
     group.add_argument("--json-keys", nargs="+", default=["text"], help="keys to tokenize, one output pair each")

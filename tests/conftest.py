@@ -30,6 +30,17 @@ def bert_vocab_file():
 
 
 @pytest.fixture(scope="session")
+def data_prefix(tmp_path_factory, sample_corpus_path):
+    """The bundled corpus as UTF-8 bytes (CharacterLevelTokenizer, 258 ids) into .bin/.idx: what the
+    engine, layout and resume tests train on. With GPT-2's 50k-row vocabulary the tiny test model would
+    be 97% output layer, and each of its runs 8x slower; GPT-2's BPE is kept where it is under test."""
+    from data_utils.corpora import resolve_corpus, tokenized_corpus
+    from data_utils.tokenization import make_tokenizer
+    return tokenized_corpus(resolve_corpus(sample_corpus_path), make_tokenizer("CharacterLevelTokenizer"),
+                            str(tmp_path_factory.mktemp("byte-data")))
+
+
+@pytest.fixture(scope="session")
 def gpt2_data_prefix(tmp_path_factory, sample_corpus_path):
     """The bundled corpus tokenized with GPT-2's BPE into .bin/.idx."""
     from data_utils.corpora import resolve_corpus, tokenized_corpus

@@ -69,11 +69,11 @@ class _Pool:
             values[rank] = value
         return failures, values
 
-    def close(self):
+    def close(self, grace_s=10):
         for task_queue, process in zip(self.tasks, self.processes):
             if process.is_alive():
                 task_queue.put(None)
-        deadline = time.monotonic() + 10  # one grace period for the whole pool, then kill the stragglers
+        deadline = time.monotonic() + grace_s  # one grace period for the whole pool, then kill the stragglers
         for process in self.processes:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
@@ -89,7 +89,11 @@ def run_distributed(world_size, fn, *args):
     `fn` must be a module-level function (it is pickled to the ranks), and so must what it returns.
     """
     pool = _POOLS.get(world_size) or _POOLS.setdefault(world_size, _Pool(world_size))
-    failures, values = pool.run(fn, args)
+    try:
+        failures, values = pool.run(fn, args)
+    except BaseException:  # the test's time limit (pytest-timeout) or ^C: its ranks may be stuck in the body
+        _POOLS.pop(world_size).close(grace_s=0)
+        raise
     if failures:
         _POOLS.pop(world_size).close()
         raise AssertionError(f"{fn.__name__} failed on {world_size} ranks:\n" + "\n".join(failures))

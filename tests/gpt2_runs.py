@@ -10,13 +10,15 @@ import pytest
 ITERS = 20
 
 
-def train_argv(data_prefix, *extra, batch_size=8, dropout=0.0):
+def train_argv(data_prefix, *extra, batch_size=8, dropout=0.0, tokenizer="CharacterLevelTokenizer"):
     """A tiny model, 20 iterations, a loss line each; no dropout unless asked (so every layout draws
-    nothing at random and losses compare across layouts). data_prefix None: the data flags come in extra."""
+    nothing at random and losses compare across layouts). data_prefix None: the data flags come in extra.
+    tokenizer: the one the data was tokenized with (conftest's data_prefix: bytes; gpt2_data_prefix:
+    GPT2BPETokenizer)."""
     data = [] if data_prefix is None else ["--data-path", data_prefix, "--data-cache-dir", os.path.dirname(data_prefix)]
     return ["--model-size", "tiny", "--seq-length", "32", "--batch-size", str(batch_size), "--train-iters", str(ITERS),
             "--log-interval", "1", "--eval-iters", "0", "--attention-dropout", str(dropout), "--hidden-dropout",
-            str(dropout), "--lr", "1e-3", "--warmup", "0.1", *data, *extra]
+            str(dropout), "--lr", "1e-3", "--warmup", "0.1", "--tokenizer-type", tokenizer, *data, *extra]
 
 
 def train(argv, key="lm loss"):

@@ -18,7 +18,7 @@ def _our_actions():
                 arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
                 arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
                 arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args,
-                arguments.add_evaluation_args, arguments.add_generation_args, arguments.add_megatron_gpu_switches):
+                arguments.add_evaluation_args, arguments.add_generation_args, arguments.add_refused_flags):
         add(parser)
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
@@ -63,3 +63,18 @@ def test_presets_and_explicit_flags():
     assert (args.num_layers, args.hidden_size, args.num_attention_heads) == (3, 1024, 16)
     assert args.max_position_embeddings == 64 and args.lr_decay_iters == args.train_iters
     assert {"model_size", "num_layers", "seq_length"} <= args.explicit and "lr" not in args.explicit
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--trian-iters", "5"], ["unrecognized arguments: --trian-iters 5", "did you mean --train-iters?"]),
+    (["--lr", "1", "--zero-stagee=1"], ["did you mean --zero-stage?"]),
+    (["--no-bias-gelu-fusion"], ["--no-bias-gelu-fusion: bias and GeLU are not fused"]),
+    (["--check-dataset"], ["python scripts/check_dataset.py --data-path"]),
+])
+def test_a_misspelt_or_refused_flag_is_one_line(capsys, argv, words):
+    """No usage block (--help has it): one line, with the closest flag or the reason."""
+    with pytest.raises(SystemExit) as stopped:
+        arguments.get_args(argv)
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert all(word in line for word in words), line

@@ -15,7 +15,7 @@ from data_utils.indexed_dataset import IndexedDatasetBuilder
 from distributed import run_distributed
 from gpt2_runs import expect_error, train, train_argv
 
-pytestmark = pytest.mark.slow  # runs the entry scripts: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # runs the entry scripts: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,11 +28,11 @@ def _snapshot(folder):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, gpt2_data_prefix):
+def world(tmp_path_factory, data_prefix):
     """A finished 2-iteration checkpoint (tiny model, hidden 64) and a copy of the data to spoil."""
     root = tmp_path_factory.mktemp("bad-inputs")
     saved = str(root / "saved")
-    run_distributed(1, train, train_argv(gpt2_data_prefix, "--train-iters", "2", "--save", saved))
+    run_distributed(1, train, train_argv(data_prefix, "--train-iters", "2", "--save", saved))
     return root, saved
 
 
@@ -42,10 +42,10 @@ def _bad(root, name, text):
     return str(path)
 
 
-def _spoilt_data(root, gpt2_data_prefix, name, spoil):
+def _spoilt_data(root, data_prefix, name, spoil):
     prefix = str(root / name)
     for suffix in (".bin", ".idx"):
-        shutil.copy(gpt2_data_prefix + suffix, prefix + suffix)
+        shutil.copy(data_prefix + suffix, prefix + suffix)
     spoil(prefix)
     return prefix
 
@@ -88,9 +88,9 @@ def _training_cases(root, saved, data):
                                         "--num-attention-heads 2 is not divisible by --model-parallel-size 4"),
         "layers do not divide over PP": (["--num-layers", "3", "--pipe-parallel-size", "2"],
                                          "--num-layers 3 does not split over --pipe-parallel-size 2"),
-        "missing vocab file": (["--vocab-file", str(root / "nowhere.json"), "--merge-file", str(root / "x.txt")],
+        "missing vocab file": (["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", str(root / "nowhere.json"), "--merge-file", str(root / "x.txt")],
                                "nowhere.json is not a file"),
-        "corrupt merges file": (["--vocab-file", _bad(root, "vocab.json", '{"a": 0}'),
+        "corrupt merges file": (["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", _bad(root, "vocab.json", '{"a": 0}'),
                                  "--merge-file", _bad(root, "merges.txt", "#version: 0.2\nq q q\n")],
                                 "do not form one GPT-2 BPE vocabulary"),
         "corrupt SentencePiece model": (["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-path",
@@ -100,7 +100,7 @@ def _training_cases(root, saved, data):
         ".idx of another version": (["--data-path", _spoilt_data(root, data, "version", _idx_version)],
                                     "index version 7"),
         "token id beyond the vocabulary": (["--data-path", _spoilt_data(root, data, "large", _large_ids)],
-                                           "is outside the vocabulary [0, 50257)"),
+                                           "is outside the vocabulary [0, 258)"),
         "missing data": (["--data-path", str(root / "absent_text_document")], "absent_text_document"),
         "--load of a folder that is not a checkpoint": (["--load", str(root)], "is not a checkpoint directory"),
         "checkpoint of another shape": (["--load", saved, "--hidden-size", "128", "--train-iters", "4"],
@@ -121,11 +121,11 @@ def _training_body(root, saved, data):
     return messages
 
 
-def test_bad_training_inputs_are_one_line_each(world, gpt2_data_prefix):
+def test_bad_training_inputs_are_one_line_each(world, data_prefix):
     root, saved = world
     before = _snapshot(saved)
-    messages = run_distributed(1, _training_body, root, saved, gpt2_data_prefix)[0]
-    wrong = {case: messages[case] for case, (_, fragment) in _training_cases(root, saved, gpt2_data_prefix).items()
+    messages = run_distributed(1, _training_body, root, saved, data_prefix)[0]
+    wrong = {case: messages[case] for case, (_, fragment) in _training_cases(root, saved, data_prefix).items()
              if fragment not in messages[case]}
     assert not wrong, "\n\n".join(f"{case}: {message}" for case, message in wrong.items())
     assert _snapshot(saved) == before, "the checkpoint folder must be as it was"
@@ -137,10 +137,10 @@ def _two_rank_body(saved, data):
                                     saved)))
 
 
-def test_layouts_that_do_not_fit_the_world_or_the_checkpoint(world, gpt2_data_prefix):
+def test_layouts_that_do_not_fit_the_world_or_the_checkpoint(world, data_prefix):
     _, saved = world
     before = _snapshot(saved)
-    world_size, layout = run_distributed(2, _two_rank_body, saved, gpt2_data_prefix)[0]
+    world_size, layout = run_distributed(2, _two_rank_body, saved, data_prefix)[0]
     assert "world size 2 is not divisible by --model-parallel-size 4" in world_size
     # another layout is resumed through the checkpoint's layout-free form, written beside its files
     assert "has no transformer.layers.2.attention_layernorm.weight: it is a checkpoint of another model" in layout
@@ -167,9 +167,9 @@ def _full_disk_body(data, save):
         torch.save = original
 
 
-def test_a_disk_that_fills_during_a_save(tmp_path, gpt2_data_prefix):
+def test_a_disk_that_fills_during_a_save(tmp_path, data_prefix):
     save = str(tmp_path / "ckpt")
-    message = run_distributed(1, _full_disk_body, gpt2_data_prefix, save)[0]
+    message = run_distributed(1, _full_disk_body, data_prefix, save)[0]
     assert "No space left on device" in message and "global_step2" in message, message
     with open(os.path.join(save, "latest")) as f:
         assert f.read() == "global_step2", "the last complete checkpoint stays the one to resume from"
@@ -231,7 +231,7 @@ def _readers_body(directory, data, hf_dir):
     return results
 
 
-def test_a_truncated_checkpoint_is_passed_over_or_one_line_wherever_it_is_read(world, tmp_path, gpt2_data_prefix):
+def test_a_truncated_checkpoint_is_passed_over_or_one_line_wherever_it_is_read(world, tmp_path, data_prefix):
     """Training passes over a tag whose files do not match its manifest; evaluation, generation and
     conversion verify the same way: they read the newest complete tag, saying which was passed over, and
     with none complete they stop with one line (no torch traceback)."""
@@ -242,16 +242,29 @@ def test_a_truncated_checkpoint_is_passed_over_or_one_line_wherever_it_is_read(w
     shutil.copytree(directory / "global_step2", directory / "global_step1")  # an older complete tag
     (states,) = glob.glob(str(directory / "global_step2" / "mp_rank_*_model_states.pt"))
     _truncate(states, os.path.getsize(states) // 2)
-    results = run_distributed(1, _readers_body, str(directory), gpt2_data_prefix, str(tmp_path / "hf"))[0]
+    results = run_distributed(1, _readers_body, str(directory), data_prefix, str(tmp_path / "hf"))[0]
     for reader, (code, stderr) in results.items():
         assert code in (0, None) and "checkpoint global_step2 is incomplete" in stderr and "global_step1" in stderr, \
             f"{reader}: {stderr[-2000:]}"
     (states,) = glob.glob(str(directory / "global_step1" / "mp_rank_*_model_states.pt"))
     _truncate(states, os.path.getsize(states) // 2)
-    results = run_distributed(1, _readers_body, str(directory), gpt2_data_prefix, str(tmp_path / "hf2"))[0]
+    results = run_distributed(1, _readers_body, str(directory), data_prefix, str(tmp_path / "hf2"))[0]
     for reader, (code, stderr) in results.items():
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code not in (0, None) and "Traceback" not in stderr, f"{reader}: {stderr[-2000:]}"
         assert [line for line in lines if line.startswith("error:")] == lines[-1:] and "no complete checkpoint" in lines[-1], \
             f"{reader}: {stderr[-2000:]}"
     assert not os.path.exists(tmp_path / "hf2" / "config.json")
+
+
+def test_data_too_small_for_a_split_stops_every_rank_with_one_line(tmp_path, sample_texts, bert_vocab_file):
+    """Megatron-LM v0's BERT line (--split 949,50,1) on a corpus of 30 documents leaves the test split no
+    document: rank 0 finds it while building the datasets, and both ranks stop with its one line (the
+    other rank must not wait for rank 0 at the barrier, nor print a traceback)."""
+    corpus = tmp_path / "small.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in sample_texts[:30]), encoding="utf-8")
+    argv = ["--model-size", "tiny", "--seq-length", "64", "--batch-size", "2", "--train-iters", "2",
+            "--train-data", str(corpus), "--data-cache-dir", str(tmp_path), "--split", "949,50,1",
+            "--tokenizer-type", "BertWordPieceLowerCase", "--vocab-file", bert_vocab_file]
+    for line in run_distributed(2, expect_error, argv, "pretrain_bert"):
+        assert "--split 949,50,1: the test split of" in line and "give that split a larger weight" in line, line

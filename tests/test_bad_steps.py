@@ -13,7 +13,7 @@ from checkpointing import read_checkpoint
 from distributed import run_distributed
 from gpt2_runs import expect_error, train_argv, wrapped_steps
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 LAYOUTS = {
     "one process, fp32": (1, [], 8),
@@ -47,10 +47,10 @@ def _with_nan_losses(argv, poisoned):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_nan_loss_skips_its_step(layout, tmp_path, gpt2_data_prefix):
+def test_a_nan_loss_skips_its_step(layout, tmp_path, data_prefix):
     world_size, extra, batch_size = LAYOUTS[layout]
     save = str(tmp_path / "ckpt")
-    argv = train_argv(gpt2_data_prefix, *extra, "--train-iters", "8", "--save", save, batch_size=batch_size)
+    argv = train_argv(data_prefix, *extra, "--train-iters", "8", "--save", save, batch_size=batch_size)
     losses, log = run_distributed(world_size, _with_nan_losses, argv, {5})[0]
     assert math.isnan(losses[4]) and all(math.isfinite(v) for i, v in enumerate(losses) if i != 4), losses
     (last_line,) = [line for line in log.splitlines() if line.startswith(" iteration        8/")]
@@ -71,9 +71,9 @@ def _stopped_by_skips(argv):
         return expect_error(argv)
 
 
-def test_skips_in_a_row_stop_the_run(tmp_path, gpt2_data_prefix):
+def test_skips_in_a_row_stop_the_run(tmp_path, data_prefix):
     save = str(tmp_path / "ckpt")
-    argv = train_argv(gpt2_data_prefix, "--train-iters", "12", "--save", save, "--save-interval", "2",
+    argv = train_argv(data_prefix, "--train-iters", "12", "--save", save, "--save-interval", "2",
                       "--max-skipped-steps", "3")
     message = run_distributed(1, _stopped_by_skips, argv)[0]
     assert "3 iterations in a row (up to 5) had a non-finite loss or gradient norm" in message

@@ -17,7 +17,7 @@ from checkpointing.tags import MANIFEST
 from distributed import run_distributed
 from gpt2_runs import expect_error, train_argv
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 ZERO2 = ("--zero-stage", "2", "--attention-dropout", "0.1", "--hidden-dropout", "0.1", "--lr-decay-iters", "6")
 SHARD_OF_RANK_1 = "zero_pp_rank_1_mp_rank_00_optim_states.pt"
@@ -32,15 +32,15 @@ def _run(argv):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, gpt2_data_prefix):
+def runs(tmp_path_factory, data_prefix):
     """An unbroken 6-iteration run, and one saved at every iteration up to 4 (2 ranks, ZeRO-2, dropout on)."""
     root = tmp_path_factory.mktemp("tags")
     unbroken, saved = str(root / "unbroken"), str(root / "saved")
-    run_distributed(2, _run, train_argv(gpt2_data_prefix, *ZERO2, "--train-iters", "6", "--save", unbroken,
+    run_distributed(2, _run, train_argv(data_prefix, *ZERO2, "--train-iters", "6", "--save", unbroken,
                                         batch_size=4))
-    run_distributed(2, _run, train_argv(gpt2_data_prefix, *ZERO2, "--train-iters", "4", "--save", saved,
+    run_distributed(2, _run, train_argv(data_prefix, *ZERO2, "--train-iters", "4", "--save", saved,
                                         "--save-interval", "1", batch_size=4))
-    return {"unbroken": unbroken, "saved": saved, "data": gpt2_data_prefix}
+    return {"unbroken": unbroken, "saved": saved, "data": data_prefix}
 
 
 def _copy(runs, tmp_path):

@@ -43,12 +43,12 @@ def test_reset_attention_mask_gives_each_document_its_own_logits(tensor_parallel
     assert not torch.allclose(plain[:, 10:], alone[:, 10:], atol=1e-3), "without the flags documents do interact"
 
 
-@pytest.mark.slow
-def test_reset_flags_train_alike_at_two_tensor_parallel_ranks(gpt2_data_prefix):
+@pytest.mark.distributed
+def test_reset_flags_train_alike_at_two_tensor_parallel_ranks(data_prefix):
     flags = ("--reset-position-ids", "--reset-attention-mask", "--train-iters", "5")
-    (single,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *flags))
-    double = run_distributed(2, train, train_argv(gpt2_data_prefix, *flags, "--model-parallel-size", "2"))
-    (plain,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--train-iters", "5"))
+    (single,) = run_distributed(1, train, train_argv(data_prefix, *flags))
+    double = run_distributed(2, train, train_argv(data_prefix, *flags, "--model-parallel-size", "2"))
+    (plain,) = run_distributed(1, train, train_argv(data_prefix, "--train-iters", "5"))
     for losses in double:
         assert all(abs(a - b) <= 1e-4 * b for a, b in zip(losses, single)), (losses, single)
     assert single[0] != plain[0], "the first batch packs several documents: keeping them apart changes its loss"
@@ -62,7 +62,7 @@ def _train_then_generate(train_argv_, generate_argv):
     return generate_samples.main(generate_argv)
 
 
-@pytest.mark.slow
+@pytest.mark.distributed
 def test_eod_mask_loss_still_learns_to_end_a_document(tmp_path):
     """Short documents repeated many times: greedy continuations stop at end-of-document."""
     corpus, prompts, save = tmp_path / "short.jsonl", tmp_path / "prompts.txt", str(tmp_path / "ckpt")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 
-pytestmark = pytest.mark.slow  # launches and kills real processes: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # launches and kills real processes: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +32,7 @@ def test_a_run_killed_three_times_ends_as_an_unbroken_run(fault_injection):
     assert "| kills 3 |" in line and line.endswith("final weights equal: yes"), line
 
 
-def test_a_stale_extension_lock_is_cleared(fault_injection, tmp_path, gpt2_data_prefix):
+def test_a_stale_extension_lock_is_cleared(fault_injection, tmp_path, data_prefix):
     extensions = fault_injection[0] / "extensions"
     lock = str(extensions / "deepspeed_shm_comm" / "lock")
     with open(lock, "w"):
@@ -40,9 +40,21 @@ def test_a_stale_extension_lock_is_cleared(fault_injection, tmp_path, gpt2_data_
     os.utime(lock, (time.time() - 600, time.time() - 600))  # left by a start-up killed ten minutes ago
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny", "--seq-length", "32",
-         "--train-iters", "1", "--eval-iters", "0", "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path)],
+         "--train-iters", "1", "--eval-iters", "0", "--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf"warning: removed {re.escape(lock)}, 6\d\d s old and held by no living process", result.stderr)
     assert not os.path.exists(lock)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_twenty_kills_end_as_an_unbroken_run(tmp_path):
+    """The full trial (`pytest -m slow`; about 8 minutes on a 2-core CPU): 20 SIGKILLs at random moments
+    of start-up, steps and saves."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "fault_injection.py"), "--kills", "20",
+                             "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("trials ")]
+    assert "| kills 20 |" in line and line.endswith("final weights equal: yes"), line

@@ -89,3 +89,14 @@ def test_the_other_models_flags_are_refused_naming_its_script(capsys, bert, flag
     assert stopped.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert flag[0] in line and ("pretrain_gpt2.py" if bert else "pretrain_bert.py") in line
+
+
+def test_presets_of_models_with_their_own_tokenizer_need_one_named(capsys):
+    """Pythia and GPT-NeoX-20B read GPT-NeoX's tokenizer: their presets no longer train on GPT-2's BPE
+    without a word."""
+    with pytest.raises(SystemExit):
+        arguments.get_args(["--model-size", "pythia-160m"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--tokenizer-type HFTokenizer --vocab-file" in line and "pythia-160m" in line
+    args = arguments.get_args(["--model-size", "pythia-160m", "--tokenizer-type", "HFTokenizer", "--vocab-file", "t.json"])
+    assert (args.tokenizer_type, args.vocab_file, args.parallel_residual) == ("HFTokenizer", "t.json", True)

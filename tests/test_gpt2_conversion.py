@@ -78,7 +78,7 @@ def test_trained_checkpoint_to_transformers_and_back(tmp_path, gpt2_data_prefix,
     from transformers import GPT2LMHeadModel, GPT2TokenizerFast
     save = str(tmp_path / "gpt2")
     run_distributed(2, train, train_argv(gpt2_data_prefix, "--model-parallel-size", "2", "--save", save,
-                                         "--train-iters", "3"))
+                                         "--train-iters", "3", tokenizer="GPT2BPETokenizer"))
     hf_dir = str(tmp_path / "hf")
     _convert("--load", save, "--to-hf", hf_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

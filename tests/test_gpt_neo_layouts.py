@@ -8,7 +8,7 @@ import torch
 from distributed import run_distributed
 from gpt2_runs import ITERS, train, train_argv
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 CONFIGS = {  # each covers several choices; together, every one
     "local+global, rotary, swiglu, rmsnorm, parallel residual, untied, no qkv bias":
@@ -30,12 +30,12 @@ LAYOUTS = {  # config -> [(name, world size, flags, micro batch)]
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_architecture_losses_agree_across_layouts(config, gpt2_data_prefix):
+def test_architecture_losses_agree_across_layouts(config, data_prefix):
     flags = [*CONFIGS[config], "--eod-mask-loss"]
-    (single,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *flags))
+    (single,) = run_distributed(1, train, train_argv(data_prefix, *flags))
     assert len(single) == ITERS and single[-1] < single[0] - 0.3, f"loss must fall: {single}"
     for name, world, layout, micro in LAYOUTS[config]:
-        for losses in run_distributed(world, train, train_argv(gpt2_data_prefix, *flags, *layout, batch_size=micro)):
+        for losses in run_distributed(world, train, train_argv(data_prefix, *flags, *layout, batch_size=micro)):
             for i, (got, expected) in enumerate(zip(losses, single), start=1):
                 assert abs(got - expected) <= 1e-4 * abs(expected), f"{name}, iteration {i}: {got} != {expected}"
 
@@ -55,12 +55,12 @@ def _adafactor_run(argv):
     return [history[i]["lm loss"] for i in sorted(history)], set(seen)
 
 
-def test_adafactor_trains_alike_on_one_and_two_ranks(gpt2_data_prefix):
+def test_adafactor_trains_alike_on_one_and_two_ranks(data_prefix):
     """GPT-Neo's optimizer, torch's Adafactor built by DeepSpeed from the ds_config DeepSpeed gets."""
     flags = ["--optimizer", "adafactor", "--lr", "0.3", "--weight-decay", "0"]  # steps relative to RMS(weight)
-    (single, optimizers), = run_distributed(1, _adafactor_run, train_argv(gpt2_data_prefix, *flags))
+    (single, optimizers), = run_distributed(1, _adafactor_run, train_argv(data_prefix, *flags))
     assert optimizers == {"Adafactor"} and single[-1] < single[0] - 0.5, single
-    for losses, _ in run_distributed(2, _adafactor_run, train_argv(gpt2_data_prefix, *flags, "--zero-stage", "0",
+    for losses, _ in run_distributed(2, _adafactor_run, train_argv(data_prefix, *flags, "--zero-stage", "0",
                                                                    batch_size=4)):
         for i, (got, expected) in enumerate(zip(losses, single), start=1):
             assert abs(got - expected) <= 1e-4 * abs(expected), f"iteration {i}: {got} != {expected}"
@@ -79,28 +79,28 @@ def _moe_runs(argv, save):
     return unbroken, resumed
 
 
-def test_mixture_of_experts_on_two_ranks_and_resumed(gpt2_data_prefix, tmp_path):
+def test_mixture_of_experts_on_two_ranks_and_resumed(data_prefix, tmp_path):
     """Experts (GPT-Neo's mlp_glu, axial positions) spread over 2 ranks (all-to-all over gloo) under ZeRO-2
     give one process's losses (the
     balance loss is off here: GShard's loss is per rank's tokens, so it differs with the layout); a run
     resumed from its step-10 checkpoint, experts' files included, continues exactly."""
-    (single,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *MOE))
+    (single,) = run_distributed(1, train, train_argv(data_prefix, *MOE))
     assert single[-1] < single[0] - 0.5, single
     for unbroken, resumed in run_distributed(2, _moe_runs, train_argv(
-            gpt2_data_prefix, *MOE, "--moe-expert-parallel-size", "2", "--zero-stage", "2", batch_size=4),
+            data_prefix, *MOE, "--moe-expert-parallel-size", "2", "--zero-stage", "2", batch_size=4),
             str(tmp_path / "moe")):
         for i, (got, expected) in enumerate(zip(unbroken, single), start=1):
             assert abs(got - expected) <= 1e-4 * abs(expected), f"iteration {i}: {got} != {expected}"
         assert resumed == unbroken[10:]
-    (balance,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *MOE[:-1], "0.01"), "moe loss")
+    (balance,) = run_distributed(1, train, train_argv(data_prefix, *MOE[:-1], "0.01"), "moe loss")
     assert all(0.9 < value < 4.0 for value in balance)  # E x sum(fraction x probability): 1 when balanced
 
 
-def test_the_balance_loss_trains_the_gates_under_activation_checkpointing(gpt2_data_prefix):
+def test_the_balance_loss_trains_the_gates_under_activation_checkpointing(data_prefix):
     """A checkpointed segment runs its forward without autograd: the MoE balance loss must still reach
     the gates, so 10 iterations with a heavy balance loss log the same lm and balance losses with and
     without --checkpoint-activations (both ways of checkpointing)."""
-    argv = train_argv(gpt2_data_prefix, *MOE[:-1], "1.0", "--train-iters", "10")
+    argv = train_argv(data_prefix, *MOE[:-1], "1.0", "--train-iters", "10")
     (plain,) = run_distributed(1, _lm_and_balance_losses, argv)
     for how in (["--checkpoint-activations"], ["--checkpoint-activations", "--deepspeed-activation-checkpointing"]):
         (checkpointed,) = run_distributed(1, _lm_and_balance_losses, argv + how)
@@ -123,11 +123,11 @@ def _shared_weights_after_training(argv):
     return {name: p.detach().clone() for name, p in engine.module.named_parameters() if not is_moe_param(p)}
 
 
-def test_expert_parallel_replicas_stay_alike_at_zero0_fp32(gpt2_data_prefix):
+def test_expert_parallel_replicas_stay_alike_at_zero0_fp32(data_prefix):
     """ZeRO-0 fp32 steps the torch optimizer under our clipping: the norm must take every rank's experts
     (summed over the expert-parallel group), or the two data-parallel replicas clip their shared weights
     by different factors and drift apart. A clip of 0.05 binds at every step."""
-    argv = train_argv(gpt2_data_prefix, *MOE, "--moe-expert-parallel-size", "2", "--zero-stage", "0",
+    argv = train_argv(data_prefix, *MOE, "--moe-expert-parallel-size", "2", "--zero-stage", "0",
                       "--clip-grad", "0.05", "--train-iters", "10", batch_size=4)
     first, second = run_distributed(2, _shared_weights_after_training, argv)
     assert first.keys() == second.keys() and len(first) > 10

@@ -13,7 +13,7 @@ from data_utils.hf_tokenizer import save_for_transformers
 from data_utils.tokenization import make_tokenizer
 from distributed import run_distributed
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--model-size", "tiny", "--seq-length", "64", "--batch-size", "2", "--train-iters", "1", "--eval-iters", "0"]

@@ -60,8 +60,8 @@ def _runs(data_prefix):
             "8 iterations x 1 micro-batch, log every 2": _reads(argv(8, 1, 2))}
 
 
-def test_no_host_reads_per_micro_batch_and_one_reduction_per_log_line(gpt2_data_prefix):
-    reads = run_distributed(1, _runs, gpt2_data_prefix)[0]
+def test_no_host_reads_per_micro_batch_and_one_reduction_per_log_line(data_prefix):
+    reads = run_distributed(1, _runs, data_prefix)[0]
     base, accumulated, longer, more_lines = (sum(counted.values()) for counted in reads.values())
     assert accumulated == base, reads  # 8 more micro-batches: not one more read
     per_iteration = (longer - base) / 4  # the same number of log lines, 4 more iterations

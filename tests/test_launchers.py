@@ -11,7 +11,7 @@ import pytest
 
 from initialize import arch_list_for_deepspeed, free_port
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_LINE = re.compile(r" iteration +\d+/ +\d+ \| consumed samples: +\d+ \| elapsed time per iteration \(ms\): [\d.]+ \| "
@@ -26,13 +26,13 @@ def _script(name, env, *flags):
                           env=environment, cwd=REPO, timeout=600)
 
 
-def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, gpt2_data_prefix):
+def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, data_prefix):
     checkpoints = tmp_path / "checkpoints"
     result = _script("ds_pretrain_gpt2.sh",
                      {"NUM_GPUS": "2", "TRAIN_ITERS": "4", "NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "SEQ_LENGTH": "32",
                       "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
                       "DS_CONFIG": "ds_configs/ds_zero2_bf16.json"},
-                     "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path), "--log-interval", "2",
+                     "--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path), "--log-interval", "2",
                      "--eval-interval", "2", "--eval-iters", "1", "--tensorboard-dir", str(tmp_path / "runs"))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -65,10 +65,10 @@ def test_fp16_on_cpu_is_one_clear_line(tmp_path):
                       "supported on your device\"); use --bf16 on CPU, or run on a GPU"]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, gpt2_data_prefix):
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_prefix):
     checkpoints = tmp_path / "checkpoints"
     command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny", "--seq-length", "32",
-               "--train-iters", "100000", "--log-interval", "1", "--eval-iters", "0", "--data-path", gpt2_data_prefix,
+               "--train-iters", "100000", "--log-interval", "1", "--eval-iters", "0", "--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer",
                "--data-cache-dir", str(tmp_path), "--save", str(checkpoints)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines = []
@@ -82,16 +82,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, gpt2_data_prefix
     stopped = re.search(r"exiting at iteration (\d+) \(SIGTERM\)", output)
     assert stopped, output[-3000:]
     assert (checkpoints / "latest").read_text().strip() == f"global_step{stopped.group(1)}"
-
-
-def test_check_dataset_reports_and_stops_every_rank(tmp_path, gpt2_data_prefix):
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", os.path.join(REPO, "pretrain_gpt2.py"),
-                             "--model-size", "tiny", "--data-path", gpt2_data_prefix, "--data-cache-dir", str(tmp_path),
-                             "--check-dataset"], capture_output=True, text=True, cwd=REPO, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("token ids 0..50256, vocabulary size 50257") == 1
 
 
 def test_arch_list_suffixes_are_dropped_for_deepspeeds_op_builder(monkeypatch):

@@ -23,18 +23,18 @@ def test_schedules_by_hand():
 
 
 @pytest.mark.parametrize("style", ["cosine", "exponential"])
-def test_engine_optimizer_follows_the_schedule(gpt2_data_prefix, style):
+def test_engine_optimizer_follows_the_schedule(data_prefix, style):
     """Pitfall: a scheduler on an optimizer DeepSpeed discarded leaves the real learning rate constant."""
-    (rates,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--lr-decay-style", style, "--min-lr", "1e-4",
+    (rates,) = run_distributed(1, train, train_argv(data_prefix, "--lr-decay-style", style, "--min-lr", "1e-4",
                                                         "--train-iters", "8", "--warmup", "0.25"), "learning rate")
     expected = [learning_rate(step, 1e-3, 1e-4, 2, 8, style) for step in range(1, 9)]
     assert rates == pytest.approx(expected, rel=1e-9)
     assert rates[1] > rates[4] > rates[-1], "the rate decays"
 
 
-def test_deepspeed_scheduler_from_the_config(gpt2_data_prefix):
+def test_deepspeed_scheduler_from_the_config(data_prefix):
     config = os.path.join(REPO, "ds_configs", "ds_zero1_warmup_cosine.json")
-    (rates,) = run_distributed(1, train, train_argv(gpt2_data_prefix, "--deepspeed_config", config,
+    (rates,) = run_distributed(1, train, train_argv(data_prefix, "--deepspeed_config", config,
                                                         "--train-iters", "8", "--warmup", "0.5"), "learning rate")
     assert rates[:4] == sorted(rates[:4]) and rates[4:] == sorted(rates[4:], reverse=True)
     assert max(rates) == pytest.approx(1e-3, rel=0.05) and rates[-1] < 1e-4

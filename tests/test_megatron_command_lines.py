@@ -18,7 +18,7 @@ from distributed import run_distributed
 from initialize import UsageError
 from test_megatron_flags import write_bert_tfrecords
 
-pytestmark = pytest.mark.slow  # launches the entry scripts: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # launches the entry scripts: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "2"]

@@ -3,6 +3,7 @@ alias flags, sample-counted schedules, NeMo's preprocessing flags, the launch sc
 fp32 switches compute in fp32, --deep-init scales BERT's output layers, --valid-data/--test-data and
 several --train-data feed the splits, and Google BERT's TFRecord files read as written."""
 
+import json
 import os
 import subprocess
 import sys
@@ -326,3 +327,20 @@ def test_tfrecord_samples_are_what_the_file_holds(tmp_path):
         [train[i] for i in range(40)]
     with pytest.raises(ValueError, match="--seq-length 32"):
         build_tfrecord_datasets(files[:1], "1,0,0", (4, 0, 0), 64, 1, 30522, str(tmp_path / "cache"))[0][0]
+
+
+def test_the_gpt_neo_script_trains_local_layers_with_adam(tmp_path):
+    """scripts/ds_pretrain_gpt_neo.sh's defaults show GPT-Neo: a window shorter than the sequence (a
+    256-token window at 128-token sequences made its local layers global) and Adam, GPT-Neo's optimizer
+    in its own examples. The deepspeed launcher is replaced by one that prints what it was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "deepspeed").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    os.chmod(bin_dir / "deepspeed", 0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for seq, window in (("128", "32"), ("2048", "256")):
+        given = subprocess.run(["bash", os.path.join(REPO, "scripts", "ds_pretrain_gpt_neo.sh")], capture_output=True,
+                               text=True, check=True, env={**env, "SEQ_LENGTH": seq}).stdout.split("\n")
+        assert given[given.index("--seq-length") + 1] == seq and given[given.index("--attention-window") + 1] == window
+        with open(os.path.join(REPO, given[given.index("--deepspeed_config") + 1])) as f:
+            assert json.load(f)["optimizer"]["type"] == "AdamW"

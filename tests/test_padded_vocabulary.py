@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from distributed import run_distributed
 from gpt2_runs import train_argv, wrapped_steps
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = ("--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "2", "--max-position-embeddings", "64")
@@ -64,7 +64,8 @@ def test_a_converted_gpt2_with_negative_logits_finetunes_and_generates(tmp_path,
     converted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_checkpoint.py"), "--from-hf",
                                 hf_dir, "--save", save], capture_output=True, text=True)
     assert converted.returncode == 0, converted.stderr
-    argv = train_argv(gpt2_data_prefix, *SHAPE, "--load", save, "--finetune", "--train-iters", "1", batch_size=2)
+    argv = train_argv(gpt2_data_prefix, *SHAPE, "--load", save, "--finetune", "--train-iters", "1", batch_size=2,
+                      tokenizer="GPT2BPETokenizer")
     loss, (inputs, labels) = run_distributed(1, _finetune_first_batch, argv)[0]
     with torch.no_grad():
         logits = reference(input_ids=inputs).logits

@@ -59,7 +59,7 @@ def test_split_sentences_writes_one_sequence_per_sentence(tmp_path, sample_texts
 
 @pytest.mark.parametrize("bad_line,message", [
     ("{not json", "corpus.jsonl:3: not valid JSON"),
-    ('{"title": "x"}', "corpus.jsonl:3: no 'text' key"),
+    ('{"title": "x"}', "corpus.jsonl:3: no 'text' key (has ['title']); choose it with --json-keys"),
     ('{"text": ""}', "corpus.jsonl:3: empty document"),
 ])
 def test_a_bad_line_stops_with_file_and_line_and_writes_nothing(tmp_path, bad_line, message):

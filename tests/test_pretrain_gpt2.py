@@ -9,12 +9,12 @@ import pytest
 from distributed import run_distributed
 from gpt2_runs import ITERS, expect_error, train, train_argv
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 @pytest.fixture(scope="module")
-def reference(gpt2_data_prefix):
+def reference(data_prefix):
     """One process, micro batch 8."""
-    (losses,) = run_distributed(1, train, train_argv(gpt2_data_prefix))
+    (losses,) = run_distributed(1, train, train_argv(data_prefix))
     assert len(losses) == ITERS and losses[-1] < losses[0] - 0.5, f"loss must fall: {losses}"
     return losses
 
@@ -49,35 +49,35 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_losses_agree_across_layouts(layout, reference, gpt2_data_prefix):
+def test_losses_agree_across_layouts(layout, reference, data_prefix):
     world_size, extra, batch_size = LAYOUTS[layout]
-    losses = run_distributed(world_size, train, train_argv(gpt2_data_prefix, *extra, batch_size=batch_size))
+    losses = run_distributed(world_size, train, train_argv(data_prefix, *extra, batch_size=batch_size))
     for rank_losses in losses:
         _assert_same_losses(rank_losses, reference)
 
 
-def _errors_body(gpt2_data_prefix, tmp, world_size):
+def _errors_body(data_prefix, tmp, world_size):
     messages = {}
     if world_size == 1:
-        messages["fp16"] = expect_error(train_argv(gpt2_data_prefix, "--fp16"))
+        messages["fp16"] = expect_error(train_argv(data_prefix, "--fp16"))
         config = os.path.join(tmp, "batch.json")
         with open(config, "w") as f:
             f.write('{"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4}')
-        messages["batch"] = expect_error(train_argv(gpt2_data_prefix, "--deepspeed_config", config, batch_size=4))
-        messages["heads"] = expect_error(train_argv(gpt2_data_prefix, "--num-attention-heads", "2",
+        messages["batch"] = expect_error(train_argv(data_prefix, "--deepspeed_config", config, batch_size=4))
+        messages["heads"] = expect_error(train_argv(data_prefix, "--num-attention-heads", "2",
                                                      "--model-parallel-size", "4"))
         return messages
-    messages["world"] = expect_error(train_argv(gpt2_data_prefix, "--model-parallel-size", "4",
+    messages["world"] = expect_error(train_argv(data_prefix, "--model-parallel-size", "4",
                                                  "--num-attention-heads", "4"))
     return messages
 
 
-def test_bad_setups_stop_with_one_clear_message(tmp_path, gpt2_data_prefix):
-    (single,) = run_distributed(1, _errors_body, gpt2_data_prefix, str(tmp_path), 1)
+def test_bad_setups_stop_with_one_clear_message(tmp_path, data_prefix):
+    (single,) = run_distributed(1, _errors_body, data_prefix, str(tmp_path), 1)
     assert "--fp16: DeepSpeed does not support fp16 on the CPU accelerator" in single["fp16"] and "--bf16" in single["fp16"]
     assert "train_batch_size 10 is not divisible by micro batch 4 x data-parallel size 1" in single["batch"]
     assert "--num-attention-heads 2 is not divisible by --model-parallel-size 4" in single["heads"]
-    double = run_distributed(2, _errors_body, gpt2_data_prefix, str(tmp_path), 2)[0]
+    double = run_distributed(2, _errors_body, data_prefix, str(tmp_path), 2)[0]
     assert "world size 2 is not divisible by --model-parallel-size 4" in double["world"]
 
 
@@ -95,13 +95,13 @@ def test_eod_mask_loss_is_a_mean_over_the_global_batch(tmp_path, sample_texts):
         _assert_same_losses(losses, single, rtol=1e-5)
 
 
-def test_a_global_batch_size_derives_the_accumulation(gpt2_data_prefix):
+def test_a_global_batch_size_derives_the_accumulation(data_prefix):
     """Megatron-LM's --micro-batch-size 4 --global-batch-size 8 on one rank is ours --batch-size 4
     --gradient-accumulation-steps 2: the same losses."""
     short = ("--train-iters", "3")
-    (theirs,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *short, "--micro-batch-size", "4",
+    (theirs,) = run_distributed(1, train, train_argv(data_prefix, *short, "--micro-batch-size", "4",
                                                      "--global-batch-size", "8"))
-    (ours,) = run_distributed(1, train, train_argv(gpt2_data_prefix, *short, "--gradient-accumulation-steps", "2",
+    (ours,) = run_distributed(1, train, train_argv(data_prefix, *short, "--gradient-accumulation-steps", "2",
                                                    batch_size=4))
     assert theirs == ours
 

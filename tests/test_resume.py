@@ -19,7 +19,7 @@ from checkpointing import read_checkpoint
 from distributed import run_distributed
 from gpt2_runs import ITERS, expect_error, train_argv, wrapped_steps
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 DROPOUT = 0.1  # the default of --hidden-dropout and --attention-dropout
 SIGTERM_AT, EXIT_INTERVAL, LOG_INTERVAL = 7, 15, 5
@@ -57,12 +57,12 @@ def _logged_loss(lines, iteration):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_resumed_run_with_dropout_is_the_unbroken_run(layout, tmp_path, gpt2_data_prefix):
+def test_a_resumed_run_with_dropout_is_the_unbroken_run(layout, tmp_path, data_prefix):
     world_size, extra, batch_size = LAYOUTS[layout]
     unbroken, resumed = str(tmp_path / "unbroken"), str(tmp_path / "resumed")
 
     def argv(*more):
-        return train_argv(gpt2_data_prefix, *extra, "--log-interval", str(LOG_INTERVAL), *more,
+        return train_argv(data_prefix, *extra, "--log-interval", str(LOG_INTERVAL), *more,
                           batch_size=batch_size, dropout=DROPOUT)
 
     full, _ = run_distributed(world_size, _run, argv("--save", unbroken))[0]
@@ -94,21 +94,24 @@ def _finished_body(data_prefix, other_prefix, saved):
                                                   "--eval-iters", "1"))
         mpu.destroy_model_parallel()
         continued = pretrain_gpt2.main(train_argv(other_prefix, "--train-iters", "3", "--load", saved))
+        mpu.destroy_model_parallel()  # the bundled corpus, tokenized into the test data's folder
+        pretrain_gpt2.main(train_argv(None, "--train-iters", "3", "--load", saved, "--data-cache-dir",
+                                      os.path.dirname(data_prefix)))
     return finished, evaluated, list(continued), stdout.getvalue()
 
 
-def test_a_finished_or_moved_run_says_so(tmp_path, gpt2_data_prefix):
+def test_a_finished_or_moved_run_says_so(tmp_path, data_prefix):
     saved, other = str(tmp_path / "saved"), str(tmp_path / "other_text_document")
     for suffix in (".bin", ".idx"):
-        shutil.copy(gpt2_data_prefix + suffix, other + suffix)
-    run_distributed(1, _run, train_argv(gpt2_data_prefix, "--train-iters", "2", "--save", saved))
-    finished, evaluated, continued, output = run_distributed(1, _finished_body, gpt2_data_prefix, other, saved)[0]
+        shutil.copy(data_prefix + suffix, other + suffix)
+    run_distributed(1, _run, train_argv(data_prefix, "--train-iters", "2", "--save", saved))
+    finished, evaluated, continued, output = run_distributed(1, _finished_body, data_prefix, other, saved)[0]
     assert "checkpoint global_step2 is at iteration 2, which already reaches --train-iters 2: nothing to train" \
         in finished and "--skip-train" in finished
     assert evaluated == {} and "test loss at the end" in output, "--skip-train evaluates and trains nothing"
     assert continued == [3]
-    assert f"the checkpoint was trained with --data-path {[gpt2_data_prefix]} but this run reads --data-path " \
-           f"{[other]}" in output
+    assert f"the checkpoint was trained on --data-path {data_prefix} but this run reads --data-path {other};" in output
+    assert "this run reads the bundled corpus (--train-data sample)" in output
 
 
 def _recorded_batches(argv):
@@ -128,20 +131,20 @@ def _recorded_batches(argv):
         return pretrain_gpt2.main(argv), seen
 
 
-def test_a_resume_reads_the_samples_an_unbroken_run_reads(tmp_path, gpt2_data_prefix):
+def test_a_resume_reads_the_samples_an_unbroken_run_reads(tmp_path, data_prefix):
     """One process for 10 of --train-iters 10, then --train-iters 20 on 2 data-parallel ranks (micro
     batch 4): iterations 11-20 read the samples of iterations 11-20 of an unbroken one-process run. At a
     quarter of the global batch (one process, micro batch 2) they read on from sample 80 in the same
     order (the data is sized from the checkpoint's consumed samples, not from --train-iters alone)."""
     saved = str(tmp_path / "saved")
-    (_, unbroken), = run_distributed(1, _recorded_batches, train_argv(gpt2_data_prefix))
-    run_distributed(1, _run, train_argv(gpt2_data_prefix, "--train-iters", "10", "--save", saved))
-    ranks = run_distributed(2, _recorded_batches, train_argv(gpt2_data_prefix, "--load", saved, batch_size=4))
+    (_, unbroken), = run_distributed(1, _recorded_batches, train_argv(data_prefix))
+    run_distributed(1, _run, train_argv(data_prefix, "--train-iters", "10", "--save", saved))
+    ranks = run_distributed(2, _recorded_batches, train_argv(data_prefix, "--load", saved, batch_size=4))
     assert [len(seen) for _, seen in ranks] == [10, 10]
     for i in range(10):
         both = torch.cat([ranks[0][1][i], ranks[1][1][i]])
         assert torch.equal(both, unbroken[10 + i]), f"iteration {11 + i} reads other samples"
-    (_, smaller), = run_distributed(1, _recorded_batches, train_argv(gpt2_data_prefix, "--load", saved, batch_size=2))
+    (_, smaller), = run_distributed(1, _recorded_batches, train_argv(data_prefix, "--load", saved, batch_size=2))
     assert torch.equal(torch.cat(smaller), torch.cat(unbroken[10:13])[:20])
 
 
@@ -155,13 +158,13 @@ def _schedule_body(data_prefix, saved):
     return changed, override[11]["learning rate"], fresh_optimizer[11]["learning rate"]
 
 
-def test_the_learning_rate_schedule_on_resume(tmp_path, gpt2_data_prefix):
+def test_the_learning_rate_schedule_on_resume(tmp_path, data_prefix):
     """Megatron's rule: a changed --lr is an error unless --override-lr-scheduler; --no-load-optim
     continues the schedule at the resumed iteration (no second warmup)."""
     from learning_rates import learning_rate
     saved = str(tmp_path / "saved")
-    run_distributed(1, _run, train_argv(gpt2_data_prefix, "--save", saved, "--exit-interval", "10"))
-    changed, override, fresh_optimizer = run_distributed(1, _schedule_body, gpt2_data_prefix, saved)[0]
+    run_distributed(1, _run, train_argv(data_prefix, "--save", saved, "--exit-interval", "10"))
+    changed, override, fresh_optimizer = run_distributed(1, _schedule_body, data_prefix, saved)[0]
     assert "the learning-rate schedule differs from the checkpoint's: --lr 0.002 (checkpoint: 0.001)" in changed
     assert "--override-lr-scheduler" in changed
     warmup = int(0.1 * ITERS)  # train_argv's --warmup 0.1

@@ -23,7 +23,7 @@ from tasks.corpus import corpus_tokens
 from tasks.lambada import cloze_sample, cloze_window, read_passages
 from tasks.wikitext import evaluation_windows, wikitext_detokenize
 
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "run_gpt2_eval.py")
@@ -47,7 +47,7 @@ def files(tmp_path_factory, gpt2_data_prefix, sample_texts):
     root = tmp_path_factory.mktemp("eval")
     paths = {name: str(root / name) for name in ("trained", "trained-hf", "random", "random-hf")}
     run_distributed(1, train, train_argv(gpt2_data_prefix, "--zero-stage", "3", "--save", paths["trained"],
-                                         "--train-iters", "30"))
+                                         "--train-iters", "30", tokenizer="GPT2BPETokenizer"))
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_positions=SEQ, n_embd=64, n_layer=2, n_head=4)).save_pretrained(paths["random-hf"])
     for flags in (["--load", paths["trained"], "--to-hf", paths["trained-hf"]],

@@ -16,7 +16,7 @@ from distributed import run_distributed
 from gpt2_runs import ITERS, train_argv
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-pytestmark = pytest.mark.slow  # multi-rank training runs: left out of `pytest -m "not slow"`
+pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
 HALF = ITERS // 2
 KEYS = ("fp32", "exp_avg", "exp_avg_sq")
@@ -75,10 +75,10 @@ def _merged(ranks, key):
                    for k in KEYS} for name in by_tensor_rank[0]}
 
 
-UNPADDED = ["--make-vocab-size-divisible-by", "1"]  # 50257 rows at TP=1, 50258 at TP=2
+ODD_PADDING = ["--make-vocab-size-divisible-by", "7"]  # 258 ids: 259 rows at TP=1, lcm(7, 2) = 14: 266 at TP=2
 CASES = {  # saved at (ranks, flags, micro batch) -> resumed at (ranks, flags, micro batch)
-    "TP=2 -> one process": ((2, ["--model-parallel-size", "2", *UNPADDED], 8), (1, UNPADDED, 8)),
-    "PP=2 -> TP=2": ((2, ["--pipe-parallel-size", "2", *UNPADDED], 8), (2, ["--model-parallel-size", "2", *UNPADDED], 8)),
+    "TP=2 -> one process": ((2, ["--model-parallel-size", "2", *ODD_PADDING], 8), (1, ODD_PADDING, 8)),
+    "PP=2 -> TP=2": ((2, ["--pipe-parallel-size", "2", *ODD_PADDING], 8), (2, ["--model-parallel-size", "2", *ODD_PADDING], 8)),
     "ZeRO-3 -> ZeRO-1": ((2, ["--zero-stage", "3"], 4), (2, ["--zero-stage", "1"], 4)),
     "one process -> 2 ranks ZeRO-2": ((1, [], 8), (2, ["--zero-stage", "2"], 4)),
     "TP=2 -> 2 ranks ZeRO-3": ((2, ["--model-parallel-size", "2"], 8), (2, ["--zero-stage", "3"], 4)),
@@ -86,9 +86,9 @@ CASES = {  # saved at (ranks, flags, micro batch) -> resumed at (ranks, flags, m
 
 
 @pytest.fixture(scope="module")
-def unbroken(gpt2_data_prefix):
+def unbroken(data_prefix):
     """The one-process run's losses over all iterations."""
-    ranks = run_distributed(1, _run_and_record, train_argv(gpt2_data_prefix))
+    ranks = run_distributed(1, _run_and_record, train_argv(data_prefix))
     return ranks[0][0]
 
 
@@ -106,16 +106,16 @@ def _convert_offline(folder, converted, tensor_parallel):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_run_resumed_at_another_layout_is_the_unbroken_run(case, unbroken, tmp_path, gpt2_data_prefix):
+def test_a_run_resumed_at_another_layout_is_the_unbroken_run(case, unbroken, tmp_path, data_prefix):
     (saving, saving_flags, saving_batch), (resuming, resuming_flags, resuming_batch) = CASES[case]
     folder = str(tmp_path / "checkpoints")
     saved = run_distributed(saving, _run_and_record, train_argv(
-        gpt2_data_prefix, "--exit-interval", str(HALF), "--save", folder, *saving_flags, batch_size=saving_batch))
+        data_prefix, "--exit-interval", str(HALF), "--save", folder, *saving_flags, batch_size=saving_batch))
     if case == OFFLINE:
         _convert_offline(folder, str(tmp_path / "converted"), 2)
         folder = str(tmp_path / "converted")
     resumed = run_distributed(resuming, _run_and_record, train_argv(
-        gpt2_data_prefix, "--load", folder, *resuming_flags, batch_size=resuming_batch))
+        data_prefix, "--load", folder, *resuming_flags, batch_size=resuming_batch))
 
     losses = resumed[0][0]
     assert sorted(losses) == list(range(HALF + 1, ITERS + 1))
@@ -129,5 +129,5 @@ def test_a_run_resumed_at_another_layout_is_the_unbroken_run(case, unbroken, tmp
             assert torch.equal(before[name][key][:rows], after[name][key][:rows]), (name, key)
             assert not after[name][key][rows:].any(), (name, key)
     vocabulary = (before["word_embeddings.weight"]["fp32"].size(0), after["word_embeddings.weight"]["fp32"].size(0))
-    assert vocabulary == {"TP=2 -> one process": (50258, 50257), "PP=2 -> TP=2": (50257, 50258)}.get(case, vocabulary)
+    assert vocabulary == {"TP=2 -> one process": (266, 259), "PP=2 -> TP=2": (259, 266)}.get(case, vocabulary)
     assert os.path.isfile(os.path.join(folder, f"global_step{HALF}", "universal", "training_state.pt"))
