@@ -57,3 +57,34 @@ def bert_sentence_prefix(tmp_path_factory, sample_corpus_path, bert_vocab_file):
     return tokenized_corpus(resolve_corpus(sample_corpus_path),
                             make_tokenizer("BertWordPieceLowerCase", vocab_file=bert_vocab_file),
                             str(tmp_path_factory.mktemp("bert-data")), append_eod=False, sentences="split")
+
+
+@pytest.fixture(scope="session")
+def bert_small_vocab_file(tmp_path_factory, bert_vocab_file, sample_texts):
+    """A WordPiece vocab.txt cut from bert-base-uncased's: its special tokens, every one-character piece
+    (so no word becomes [UNK]) and the 1,500 pieces the bundled corpus uses most, in BERT's order: about
+    2,500 entries instead of 30,522, for the BERT training and layout tests (BERT's full vocabulary is
+    kept where WordPiece itself or a real BERT is under test)."""
+    from collections import Counter
+
+    from tokenizers import BertWordPieceTokenizer
+    full = BertWordPieceTokenizer(bert_vocab_file, lowercase=True)
+    counts = Counter(i for text in sample_texts for i in full.encode(text, add_special_tokens=False).ids)
+    with open(bert_vocab_file, encoding="utf-8") as f:
+        pieces = f.read().splitlines()
+    common = {i for i, _ in counts.most_common(1500)}
+    kept = [piece for i, piece in enumerate(pieces) if i in common or len(piece.removeprefix("##")) == 1
+            or piece in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")]
+    path = tmp_path_factory.mktemp("bert-small-vocab") / "vocab.txt"
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def bert_small_prefix(tmp_path_factory, sample_corpus_path, bert_small_vocab_file):
+    """The bundled corpus split into sentences and tokenized with the small WordPiece vocabulary."""
+    from data_utils.corpora import resolve_corpus, tokenized_corpus
+    from data_utils.tokenization import make_tokenizer
+    return tokenized_corpus(resolve_corpus(sample_corpus_path),
+                            make_tokenizer("BertWordPieceLowerCase", vocab_file=bert_small_vocab_file),
+                            str(tmp_path_factory.mktemp("bert-small-data")), append_eod=False, sentences="split")

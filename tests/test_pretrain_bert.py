@@ -33,9 +33,9 @@ def _train(argv):
 
 
 @pytest.fixture(scope="module")
-def reference(bert_sentence_prefix, bert_vocab_file):
+def reference(bert_small_prefix, bert_small_vocab_file):
     """One process, batch 8. Samples vary in length (--short-seq-prob 0.1) and so in masked positions."""
-    (losses,) = run_distributed(1, _train, _argv(bert_sentence_prefix, bert_vocab_file, batch_size=8))
+    (losses,) = run_distributed(1, _train, _argv(bert_small_prefix, bert_small_vocab_file, batch_size=8))
     return losses
 
 
@@ -47,9 +47,9 @@ LAYOUTS = {  # the masked-LM loss is a mean over the global batch's masked posit
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_losses_agree_across_layouts(layout, reference, bert_sentence_prefix, bert_vocab_file):
+def test_losses_agree_across_layouts(layout, reference, bert_small_prefix, bert_small_vocab_file):
     world_size, extra, batch_size = LAYOUTS[layout]
-    argv = _argv(bert_sentence_prefix, bert_vocab_file, *extra, batch_size=batch_size)
+    argv = _argv(bert_small_prefix, bert_small_vocab_file, *extra, batch_size=batch_size)
     for losses in run_distributed(world_size, _train, argv):
         for i, ((lm, nsp), (lm_ref, nsp_ref)) in enumerate(zip(losses, reference), start=1):
             assert abs(lm - lm_ref) <= 1e-4 * lm_ref, f"iteration {i}: lm loss {lm} != {lm_ref}"
@@ -61,11 +61,11 @@ def _mean(values):
 
 
 @pytest.mark.parametrize("tokenizer", ["WordPiece", "SentencePiece"])
-def test_a_short_run_lowers_the_masked_lm_loss(tmp_path, tokenizer, bert_sentence_prefix, bert_vocab_file):
+def test_a_short_run_lowers_the_masked_lm_loss(tmp_path, tokenizer, bert_small_prefix, bert_small_vocab_file):
     """80 iterations of a tiny BERT on the bundled corpus. (The next-sentence loss stays at ln 2 at this
     scale, here and at 4 layers x 256 for 300 iterations: see test_binary_head_learns.)"""
     if tokenizer == "WordPiece":
-        argv = _argv(bert_sentence_prefix, bert_vocab_file)
+        argv = _argv(bert_small_prefix, bert_small_vocab_file)
     else:  # the default path: a SentencePiece model trained on first use from the bundled corpus
         argv = ["--model-size", "tiny", "--seq-length", "64", "--batch-size", "4", "--log-interval", "1",
                 "--eval-iters", "0", "--lr", "1e-3", "--warmup", "0.1", "--vocab-size", "2000",
@@ -87,20 +87,20 @@ def _binary_head_body():
     mpu.initialize_model_parallel(1)
     mpu.model_parallel_cuda_manual_seed(0)
     torch.manual_seed(0)
-    model = BertModel(2, 8192, 64, 2, 64, embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0)
+    model = BertModel(2, 512, 64, 2, 64, embedding_dropout=0.0, attention_dropout=0.0, hidden_dropout=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
 
     def batches():
         while True:
             label = torch.randint(0, 2, (32,), generator=generator)
-            a = torch.randint(1000, 2000, (32, 20), generator=generator)
-            b = torch.where(label[:, None] == 1, torch.randint(5000, 6000, (32, 20), generator=generator),
-                            torch.randint(1000, 2000, (32, 20), generator=generator))
+            a = torch.randint(100, 200, (32, 20), generator=generator)
+            b = torch.where(label[:, None] == 1, torch.randint(300, 400, (32, 20), generator=generator),
+                            torch.randint(100, 200, (32, 20), generator=generator))
             yield {"text": torch.cat([a, b], 1), "types": (torch.arange(40) >= 20).long().expand(32, 40).clone(),
                    "labels": torch.full((32, 40), -1), "loss_mask": torch.zeros(32, 40, dtype=torch.long),
                    "padding_mask": torch.ones(32, 40, dtype=torch.long), "is_random": label}
-    data, args = batches(), argparse.Namespace(text_vocab_size=8192)
+    data, args = batches(), argparse.Namespace(text_vocab_size=512)
     nsp = []
     for _ in range(80):
         loss, values = pretrain_bert.forward_step(next(data), model, args, torch.tensor(1.0))

@@ -46,7 +46,7 @@ def _replicated_weights_after_emulated_bf16_run(argv):
             if not getattr(p, "tensor_model_parallel", False)}
 
 
-def test_tensor_ranks_stay_alike_when_rank_0_measures_emulated_bf16(bert_sentence_prefix, bert_vocab_file):
+def test_tensor_ranks_stay_alike_when_rank_0_measures_emulated_bf16(bert_small_prefix, bert_small_vocab_file):
     """--bf16 on a CPU without native bf16 makes rank 0 time a bf16 matmul at start-up; its random
     operands must not move rank 0's stream: BERT's replicated weights (built outside `seeded`) and the
     dropout masks on replicated activations stay the same on both tensor ranks, so after 4 steps with
@@ -54,9 +54,9 @@ def test_tensor_ranks_stay_alike_when_rank_0_measures_emulated_bf16(bert_sentenc
     import os
     argv = ["--model-size", "tiny", "--seq-length", "64", "--batch-size", "4", "--train-iters", "4",
             "--log-interval", "1", "--eval-iters", "0", "--hidden-dropout", "0.1", "--attention-dropout", "0.1",
-            "--max-preds-per-seq", "10", "--data-path", bert_sentence_prefix,
-            "--data-cache-dir", os.path.dirname(bert_sentence_prefix), "--tokenizer-type", "BertWordPieceLowerCase",
-            "--vocab-file", bert_vocab_file, "--bf16", "--model-parallel-size", "2"]
+            "--max-preds-per-seq", "10", "--data-path", bert_small_prefix,
+            "--data-cache-dir", os.path.dirname(bert_small_prefix), "--tokenizer-type", "BertWordPieceLowerCase",
+            "--vocab-file", bert_small_vocab_file, "--bf16", "--model-parallel-size", "2"]
     first, second = run_distributed(2, _replicated_weights_after_emulated_bf16_run, argv)
     assert first.keys() == second.keys() and len(first) > 10
     different = [name for name in first if not torch.equal(first[name], second[name])]
