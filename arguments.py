@@ -12,8 +12,14 @@ import os
 import sys
 
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args
-from model.architecture import (ACTIVATIONS, ARCHITECTURE_FLAGS, NORMALIZATIONS, POSITION_EMBEDDING_TYPES,
-                                parse_attention_types, parse_moe_layers)
+from model.architecture import (
+    ACTIVATIONS,
+    ARCHITECTURE_FLAGS,
+    NORMALIZATIONS,
+    POSITION_EMBEDDING_TYPES,
+    parse_attention_types,
+    parse_moe_layers,
+)
 
 # --model-size presets: (layers, hidden, heads); flags given explicitly win.
 MODEL_SIZES = {

@@ -17,8 +17,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from deepspeed.moe.utils import is_moe_param
-from deepspeed.utils import groups, safe_set_full_fp32_param, safe_set_full_optimizer_state, \
-    safe_set_local_fp32_param, safe_set_local_optimizer_state
+from deepspeed.utils import (
+    groups,
+    safe_set_full_fp32_param,
+    safe_set_full_optimizer_state,
+    safe_set_local_fp32_param,
+    safe_set_local_optimizer_state,
+)
 
 import mpu
 
@@ -86,7 +91,8 @@ def fp32_masters(engine):
     fragment API."""
     optimizer = engine.optimizer
     if hasattr(optimizer, "fp16_groups") and hasattr(optimizer, "fp32_groups"):
-        return {lp: hp for lows, highs in zip(optimizer.fp16_groups, optimizer.fp32_groups) for lp, hp in zip(lows, highs)}
+        return {low: high for lows, highs in zip(optimizer.fp16_groups, optimizer.fp32_groups)
+                for low, high in zip(lows, highs)}
     return {}
 
 
@@ -123,7 +129,8 @@ def set_parameter_states(engine, param, weight, moments, masters):
 
         def local(tensor):
             flat = tensor.flatten()
-            return F.pad(flat, (0, piece * dist.get_world_size(group=group) - flat.numel())).narrow(0, piece * rank, piece)
+            padded = F.pad(flat, (0, piece * dist.get_world_size(group=group) - flat.numel()))
+            return padded.narrow(0, piece * rank, piece)
         param.ds_tensor.data.copy_(local(weight))
         safe_set_local_fp32_param(param, local(weight))
         for key, value in moments.items():
@@ -137,7 +144,8 @@ def set_parameter_states(engine, param, weight, moments, masters):
         master = masters.get(param, param)
         param.data.copy_(weight)
         master.data.copy_(weight)
-        base_optimizer(engine).state[master].update({key: value.to(master.device).clone() for key, value in moments.items()})
+        base_optimizer(engine).state[master].update(
+            {key: value.to(master.device).clone() for key, value in moments.items()})
 
 
 def set_training_position(engine, optimizer_step, global_steps, global_samples, skipped_steps):

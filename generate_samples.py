@@ -28,7 +28,6 @@ from inference import load_gpt2
 from initialize import UsageError, print_rank_0
 from model.generation import generate
 
-
 SAMPLE_SEPARATOR = "-" * 80  # printed after each sample, so samples of piped prompts stay apart
 
 

@@ -9,7 +9,6 @@ loads at any tensor-parallel size (a checkpoint saved at this size without ZeRO-
 is read one file per rank); evaluation and generation run without pipeline stages.
 """
 
-import os
 
 import torch
 from deepspeed.accelerator import get_accelerator

@@ -11,8 +11,8 @@ no living process holds (none works in its folder) and, after a minute, says wha
 import contextlib
 import glob
 import os
-import re
 import random
+import re
 import socket
 import sys
 import threading

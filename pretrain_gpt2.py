@@ -17,9 +17,9 @@ from arguments import get_args
 from data_utils.gpt2_dataset import build_gpt2_datasets
 from model import GPT2Model
 from model.architecture import architecture_from_args
+from model.documents import document_attention_mask, document_ids, document_position_ids
 from model.gpt2_pipeline import gpt2_pipeline
 from model.moe import moe_aux_loss
-from model.documents import document_attention_mask, document_ids, document_position_ids
 
 
 def model_provider(args, tokenizer):

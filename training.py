@@ -6,7 +6,6 @@ the loop with gradient accumulation, evaluation, logging (stdout and tensorboard
 resumption and clean exits.
 """
 
-import functools
 import itertools
 import math
 import os
@@ -30,14 +29,18 @@ from data_utils.indexed_dataset import DatasetError, MMapIndexedDataset
 from data_utils.lazy_loader import LooseJsonDataset, MalformedJsonError
 from data_utils.tokenization import make_tokenizer_from_args
 from deepspeed_config import ConfigError, build_ds_config
-from deepspeed_internals import DeepSpeedVersionError, guard_fp32_steps, require_written_version, skip_one_rank_allreduce
+from deepspeed_internals import (
+    DeepSpeedVersionError,
+    guard_fp32_steps,
+    require_written_version,
+    skip_one_rank_allreduce,
+)
 from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
 from learning_rates import megatron_scheduler
 from model.moe import active_expert_parameters, is_moe
-from precision import emulated_bf16_warning
 from model.normalization import NORMS, compute_layernorms_in_fp32
 from model.transformer import ParallelTransformerLayer
-
+from precision import emulated_bf16_warning
 
 NORM_TYPES = (torch.nn.LayerNorm, *NORMS.values())
 
@@ -234,7 +237,8 @@ def pretrain(args, datasets_provider, model_provider, steps):
     """
     try:
         return _pretrain(args, datasets_provider, model_provider, steps)
-    except (UsageError, ConfigError, DatasetError, MalformedJsonError, FileNotFoundError, DeepSpeedVersionError) as error:
+    except (UsageError, ConfigError, DatasetError, MalformedJsonError, FileNotFoundError,
+            DeepSpeedVersionError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
@@ -303,7 +307,8 @@ def _tokenizer_and_datasets(args, datasets_provider, num_samples):
     for turn in ("first", "rest"):
         if (dist.get_rank() == 0) == (turn == "first"):
             try:
-                train_texts = _tokenizer_training_texts(args) if args.tokenizer_type == "SentencePieceTokenizer" else None
+                sentencepiece = args.tokenizer_type == "SentencePieceTokenizer"
+                train_texts = _tokenizer_training_texts(args) if sentencepiece else None
                 tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)
                 datasets = datasets_provider(args, tokenizer, num_samples)
             except Exception as error:  # any failure: the other ranks must hear of it, not wait

@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mpu  # noqa: E402
 from arguments import MODEL_SIZES  # noqa: E402
+from initialize import initialize_distributed  # noqa: E402
 from model import GPT2Model  # noqa: E402
 from model.generation import generate  # noqa: E402
-from initialize import initialize_distributed  # noqa: E402
 
 
 def main(argv=None):

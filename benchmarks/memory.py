@@ -74,8 +74,8 @@ def model_state_bytes(engine):
 def _measure_stage(argv):
     """pretrain_gpt2.main for two iterations; this rank's model-state bytes before the second step."""
     import mpu
-    import training
     import pretrain_gpt2
+    import training
     measured, train_step = {}, training._train_step
 
     def measuring_step(steps, iterator, engine, args):
@@ -136,9 +136,9 @@ def _initialize_one_process():
 def activation_bytes(args):
     """(bytes a layer saves for backward, the same under activation checkpointing) for one micro-batch."""
     import mpu
-    from model.transformer import ParallelTransformerLayer, init_normal
-    from model.architecture import Architecture
     from arguments import MODEL_SIZES
+    from model.architecture import Architecture
+    from model.transformer import ParallelTransformerLayer, init_normal
     _, hidden, heads = MODEL_SIZES[args.model_size]
     layer = ParallelTransformerLayer(hidden, heads, 4 * hidden, 0.1, 0.1, init_normal(0.02), init_normal(0.02),
                                      1e-5, causal=True, pre_layernorm=True, architecture=Architecture())
@@ -147,7 +147,8 @@ def activation_bytes(args):
     x = torch.randn(args.batch_size, args.seq_length, hidden, dtype=dtype, requires_grad=True)
     sizes = []
     for checkpointed in (False, True):
-        size, y = _saved_bytes(lambda: mpu.checkpoint(layer, x) if checkpointed else layer(x), [x, *layer.parameters()])
+        size, y = _saved_bytes(lambda on=checkpointed: mpu.checkpoint(layer, x) if on else layer(x),
+                               [x, *layer.parameters()])
         sizes.append(size)
         y.float().sum().backward()
     return sizes

@@ -14,14 +14,20 @@ import os
 import torch
 
 import mpu
-from deepspeed_internals import (ensure_optimizer_states, fp32_masters, require_written_version, set_parameter_states,
-                                 set_training_position)
+from deepspeed_internals import (
+    ensure_optimizer_states,
+    fp32_masters,
+    require_written_version,
+    set_parameter_states,
+    set_training_position,
+)
 from model.gpt2_pipeline import gpt2_name_of_pipeline_parameter
 from model.tensor_parallel_state import is_vocabulary, shard_of
 
 from .files import TRAINING_STATE, load_plain
 from .native_states import WEIGHT, read_native_states
 from .tags import torch_save_atomically
+
 
 def write_universal(tag_folder, folder):
     """The layout-free form of the native tag at tag_folder, written into `folder`; returns the

@@ -17,7 +17,7 @@ def save_npz_atomically(path, **arrays):
             np.savez(f, **arrays)
         os.replace(f.name, path)
     except OSError as error:
-        warnings.warn(f"could not write the cache {path} ({error}); it will be rebuilt next time")
+        warnings.warn(f"could not write the cache {path} ({error}); it will be rebuilt next time", stacklevel=2)
 
 
 def cached_index(indexed_dataset, cache_dir, name, build):

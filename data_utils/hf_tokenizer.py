@@ -130,7 +130,8 @@ def folder_tokenizer_flags(folder, config):
         flags = {"tokenizer_type": "BertWordPieceLowerCase" if lower else "BertWordPieceCase",
                  "vocab_file": path("vocab.txt"), "merge_file": None}
     elif os.path.isfile(path("vocab.json")) and os.path.isfile(path("merges.txt")):
-        flags = {"tokenizer_type": "GPT2BPETokenizer", "vocab_file": path("vocab.json"), "merge_file": path("merges.txt")}
+        flags = {"tokenizer_type": "GPT2BPETokenizer", "vocab_file": path("vocab.json"),
+                 "merge_file": path("merges.txt")}
     elif os.path.isfile(path("tokenizer.json")):
         flags = {"tokenizer_type": "HFTokenizer", "vocab_file": path("tokenizer.json"), "merge_file": None}
     elif config.get("model_type") == "bert" or config.get("vocab_size") == GPT2_VOCABULARY:
@@ -140,7 +141,8 @@ def folder_tokenizer_flags(folder, config):
                          f"its {config.get('vocab_size')}-token vocabulary is not GPT-2's: copy the model's tokenizer "
                          "files into the folder")
     try:
-        tokenizer = make_tokenizer(flags["tokenizer_type"], vocab_file=flags["vocab_file"], merge_file=flags["merge_file"])
+        tokenizer = make_tokenizer(flags["tokenizer_type"], vocab_file=flags["vocab_file"],
+                                   merge_file=flags["merge_file"])
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"{folder}: its tokenizer cannot be read: {error}") from None
     if tokenizer.vocab_size > config.get("vocab_size", tokenizer.vocab_size):

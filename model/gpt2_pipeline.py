@@ -22,8 +22,8 @@ from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
 import mpu
 
-from .gpt2_model import OutputLayerInput, language_model_loss
 from .architecture import Architecture
+from .gpt2_model import OutputLayerInput, language_model_loss
 from .normalization import NORMS
 from .transformer import ParallelTransformerLayer, init_normal, layer_options, seeded
 

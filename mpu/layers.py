@@ -12,8 +12,12 @@ import torch.nn.functional as F
 from torch.nn import init
 
 from .initialize import get_model_parallel_rank, get_model_parallel_world_size
-from .mappings import (copy_to_model_parallel_region, gather_from_model_parallel_region,
-                       reduce_from_model_parallel_region, scatter_to_model_parallel_region)
+from .mappings import (
+    copy_to_model_parallel_region,
+    gather_from_model_parallel_region,
+    reduce_from_model_parallel_region,
+    scatter_to_model_parallel_region,
+)
 from .utils import VocabUtility, divide
 
 

@@ -20,8 +20,13 @@ of this, sums the shares in its backward).
 
 import torch
 
-from .cross_entropy import (local_target, model_parallel_group_if_split, softmax_and_loss, subtract_one_hot,
-                            vocabulary_slice)
+from .cross_entropy import (
+    local_target,
+    model_parallel_group_if_split,
+    softmax_and_loss,
+    subtract_one_hot,
+    vocabulary_slice,
+)
 
 CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MiB in fp32): large matrix multiplies, memory bounded
 

@@ -13,9 +13,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import ArgumentParser, add_tokenizer_args  # noqa: E402
-from data_utils.tokenization import make_tokenizer_from_args  # noqa: E402
 from data_utils.dataset_builder import parse_data_path  # noqa: E402
 from data_utils.indexed_dataset import check_dataset  # noqa: E402
+from data_utils.tokenization import make_tokenizer_from_args  # noqa: E402
 
 
 def main(argv=None):

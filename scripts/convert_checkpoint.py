@@ -28,7 +28,6 @@ import shutil
 import sys
 import time
 
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import ArgumentParser, add_architecture_args, saved_tokenizer  # noqa: E402
@@ -37,9 +36,9 @@ from checkpointing.files import latest_tag, universal_folder  # noqa: E402
 from checkpointing.tags import commit  # noqa: E402
 from checkpointing.universal import write_universal  # noqa: E402
 from data_utils.hf_tokenizer import folder_tokenizer_flags, save_for_transformers  # noqa: E402
+from model.architecture import GLU_ACTIVATIONS, architecture_from_args  # noqa: E402
 from model.bert_conversion import hf_from_bert  # noqa: E402
 from model.gpt2_conversion import hf_from_gpt2  # noqa: E402
-from model.architecture import GLU_ACTIVATIONS, architecture_from_args  # noqa: E402
 from model.hf_folder import state_from_hf  # noqa: E402
 from model.neo_conversion import hf_from_gpt_neo, hf_from_gpt_neox  # noqa: E402
 from model.tensor_parallel_state import split_state  # noqa: E402
@@ -153,7 +152,8 @@ def to_hf(load_dir, hf_dir):
               metadata={"format": "pt"})
     try:
         if tokenizer is not None:
-            save_for_transformers(tokenizer, hf_dir, bert=bert, model_max_length=args.get("max_position_embeddings", 1024))
+            save_for_transformers(tokenizer, hf_dir, bert=bert,
+                                  model_max_length=args.get("max_position_embeddings", 1024))
     except ValueError as error:  # a tokenizer transformers has no form of (CharacterLevelTokenizer)
         print(f"warning: no tokenizer written: {error}")
     print(f"wrote {hf_dir} from {load_dir}/{tag}")

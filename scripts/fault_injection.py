@@ -161,7 +161,7 @@ def _interrupted_run(data_prefix, reference, workdir, tally, kills_left, rng, st
                 code = process.wait(timeout=LAUNCH_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 _kill_tree(process)
-                raise SystemExit(f"a launch hung for {LAUNCH_TIMEOUT_S} s; see {log_path}")
+                raise SystemExit(f"a launch hung for {LAUNCH_TIMEOUT_S} s; see {log_path}") from None
         log.close()
         if code != 0:
             raise SystemExit(f"a launch failed ({code}); see {log_path}")

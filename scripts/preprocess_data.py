@@ -186,7 +186,7 @@ def main(argv=None):
     encoded_lines = encoded_in_order(pool, args.workers, encoder, lines)
     progress, documents, total_bytes, skipped = _Progress(os.path.getsize(args.input), args.log_interval), 0, 0, []
     try:
-        for line_number, encoded, size, error in encoded_lines:
+        for _, encoded, size, error in encoded_lines:
             total_bytes += size
             if error is not None:
                 if not args.skip_malformed:

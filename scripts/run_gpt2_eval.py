@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arguments import add_evaluation_args, get_args  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError  # noqa: E402
 from inference import load_gpt2  # noqa: E402
+from initialize import UsageError, print_rank_0  # noqa: E402
 from tasks.corpus import corpus_tokens  # noqa: E402
 from tasks.lambada import cloze_sample, cloze_window, read_passages  # noqa: E402
 from tasks.scoring import score  # noqa: E402
 from tasks.wikitext import adjusted_perplexity, evaluation_windows, wikitext_detokenize, word_count  # noqa: E402
-from initialize import UsageError, print_rank_0  # noqa: E402
 
 
 def _perplexity(sums):

@@ -88,9 +88,11 @@ def _training_cases(root, saved, data):
                                         "--num-attention-heads 2 is not divisible by --model-parallel-size 4"),
         "layers do not divide over PP": (["--num-layers", "3", "--pipe-parallel-size", "2"],
                                          "--num-layers 3 does not split over --pipe-parallel-size 2"),
-        "missing vocab file": (["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", str(root / "nowhere.json"), "--merge-file", str(root / "x.txt")],
+        "missing vocab file": (["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", str(root / "nowhere.json"),
+                                "--merge-file", str(root / "x.txt")],
                                "nowhere.json is not a file"),
-        "corrupt merges file": (["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", _bad(root, "vocab.json", '{"a": 0}'),
+        "corrupt merges file": (["--tokenizer-type", "GPT2BPETokenizer",
+                                 "--vocab-file", _bad(root, "vocab.json", '{"a": 0}'),
                                  "--merge-file", _bad(root, "merges.txt", "#version: 0.2\nq q q\n")],
                                 "do not form one GPT-2 BPE vocabulary"),
         "corrupt SentencePiece model": (["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-path",
@@ -252,8 +254,8 @@ def test_a_truncated_checkpoint_is_passed_over_or_one_line_wherever_it_is_read(w
     for reader, (code, stderr) in results.items():
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code not in (0, None) and "Traceback" not in stderr, f"{reader}: {stderr[-2000:]}"
-        assert [line for line in lines if line.startswith("error:")] == lines[-1:] and "no complete checkpoint" in lines[-1], \
-            f"{reader}: {stderr[-2000:]}"
+        errors = [line for line in lines if line.startswith("error:")]
+        assert errors == lines[-1:] and "no complete checkpoint" in lines[-1], f"{reader}: {stderr[-2000:]}"
     assert not os.path.exists(tmp_path / "hf2" / "config.json")
 
 

@@ -55,7 +55,8 @@ def _guarded_steps_body():
     engine.step()
     unchanged = all(torch.equal(a, b) for a, b in zip(kept, engine.module.parameters()))
     moved = not all(torch.equal(a, b) for a, b in zip(before, kept))
-    return norm, expected_norm, steps_after_clipped, engine.skipped_steps, unchanged, moved, engine.get_global_grad_norm()
+    return (norm, expected_norm, steps_after_clipped, engine.skipped_steps, unchanged, moved,
+            engine.get_global_grad_norm())
 
 
 def test_the_fp32_step_guard_clips_reports_and_skips():
@@ -101,7 +102,8 @@ def _expert_groups_body():
     expert = ParallelMLP(8, 16, 0.0, torch.nn.init.zeros_, torch.nn.init.zeros_)
     layer = MoEMLP(expert, 8, num_experts=4, expert_parallel_size=2, top_k=1, capacity_factor=1.0, min_capacity=1,
                    seed=1, init_stds=lambda name: 0.02)
-    parameters = split_params_into_different_moe_groups_for_optimizer({"name": "all", "params": list(layer.parameters())})
+    parameters = split_params_into_different_moe_groups_for_optimizer(
+        {"name": "all", "params": list(layer.parameters())})
     deepspeed.initialize(model=layer, model_parameters=parameters, mpu=mpu, config={  # makes the groups
         "train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"torch_adam": True}}})
     groups = {name: expert_parallel_group(p) for name, p in layer.named_parameters()}

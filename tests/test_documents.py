@@ -55,8 +55,8 @@ def test_reset_flags_train_alike_at_two_tensor_parallel_ranks(data_prefix):
 
 
 def _train_then_generate(train_argv_, generate_argv):
-    import mpu
     import generate_samples
+    import mpu
     train(train_argv_)
     mpu.destroy_model_parallel()
     return generate_samples.main(generate_argv)

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-
 pytestmark = pytest.mark.distributed  # launches and kills real processes: left out of `pytest -m "not distributed"`
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +39,8 @@ def test_a_stale_extension_lock_is_cleared(fault_injection, tmp_path, data_prefi
     os.utime(lock, (time.time() - 600, time.time() - 600))  # left by a start-up killed ten minutes ago
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny", "--seq-length", "32",
-         "--train-iters", "1", "--eval-iters", "0", "--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path)],
+         "--train-iters", "1", "--eval-iters", "0", "--data-path", data_prefix, "--tokenizer-type",
+         "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

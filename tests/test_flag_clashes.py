@@ -98,5 +98,6 @@ def test_presets_of_models_with_their_own_tokenizer_need_one_named(capsys):
         arguments.get_args(["--model-size", "pythia-160m"])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--tokenizer-type HFTokenizer --vocab-file" in line and "pythia-160m" in line
-    args = arguments.get_args(["--model-size", "pythia-160m", "--tokenizer-type", "HFTokenizer", "--vocab-file", "t.json"])
+    args = arguments.get_args(["--model-size", "pythia-160m", "--tokenizer-type", "HFTokenizer",
+                               "--vocab-file", "t.json"])
     assert (args.tokenizer_type, args.vocab_file, args.parallel_residual) == ("HFTokenizer", "t.json", True)

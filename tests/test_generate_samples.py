@@ -11,8 +11,8 @@ import torch
 
 import mpu
 from distributed import assert_rel_close, run_distributed
-from model.generation import filter_logits
 from initialize import UsageError
+from model.generation import filter_logits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEW_TOKENS = 32

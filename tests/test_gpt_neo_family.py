@@ -64,9 +64,8 @@ def test_converted_model_gives_transformers_logits_and_tokens(converted, tensor_
 
 
 def test_round_trip_gives_equal_state_dicts(converted):
-    from safetensors.torch import load_file
-
     import convert_checkpoint
+    from safetensors.torch import load_file
     root = converted["root"]
     convert_checkpoint.main(["--from-hf", converted["hf"], "--save", str(root / "ckpt"), "--model-parallel-size", "2"])
     convert_checkpoint.main(["--load", str(root / "ckpt"), "--to-hf", str(root / "back")])

@@ -84,7 +84,8 @@ def test_a_tokenizer_json_folder_evaluates_with_its_own_ids(neox, monkeypatch):
         for inputs, targets, scored in evaluation_windows(tokens, SEQ):
             logits = model(input_ids=torch.tensor([inputs])).logits[0]
             picked = torch.tensor(scored)
-            loss += torch.nn.functional.cross_entropy(logits[picked], torch.tensor(targets)[picked], reduction="sum").item()
+            loss += torch.nn.functional.cross_entropy(logits[picked], torch.tensor(targets)[picked],
+                                                      reduction="sum").item()
     (result,) = run_distributed(1, _evaluate, ["--model-path", neox["hf"], "--data-path", neox["wikitext"]])
     assert result["tokens"] == len(tokens)
     assert result["loss"] == pytest.approx(loss / (len(tokens) - 1), rel=1e-5)

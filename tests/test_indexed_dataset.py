@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from data_utils.indexed_dataset import (IndexedDatasetBuilder, MMapIndexedDataset, TokenIdError, check_dataset)
+from data_utils.indexed_dataset import IndexedDatasetBuilder, MMapIndexedDataset, TokenIdError, check_dataset
 
 
 def _documents(seed=0, count=20, high=50000):

@@ -32,7 +32,8 @@ def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, data_prefix):
                      {"NUM_GPUS": "2", "TRAIN_ITERS": "4", "NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "SEQ_LENGTH": "32",
                       "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
                       "DS_CONFIG": "ds_configs/ds_zero2_bf16.json"},
-                     "--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path), "--log-interval", "2",
+                     "--data-path", data_prefix,
+               "--tokenizer-type", "CharacterLevelTokenizer",       "--data-cache-dir", str(tmp_path), "--log-interval", "2",
                      "--eval-interval", "2", "--eval-iters", "1", "--tensorboard-dir", str(tmp_path / "runs"))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -68,8 +69,8 @@ def test_fp16_on_cpu_is_one_clear_line(tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_prefix):
     checkpoints = tmp_path / "checkpoints"
     command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny", "--seq-length", "32",
-               "--train-iters", "100000", "--log-interval", "1", "--eval-iters", "0", "--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer",
-               "--data-cache-dir", str(tmp_path), "--save", str(checkpoints)]
+               "--train-iters", "100000", "--log-interval", "1", "--eval-iters", "0", "--data-path", data_prefix,
+               "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path), "--save", str(checkpoints)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines = []
     for line in process.stdout:

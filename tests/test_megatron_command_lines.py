@@ -13,10 +13,10 @@ import sys
 
 import pytest
 import torch
+from test_megatron_flags import write_bert_tfrecords
 
 from distributed import run_distributed
 from initialize import UsageError
-from test_megatron_flags import write_bert_tfrecords
 
 pytestmark = pytest.mark.distributed  # launches the entry scripts: left out of `pytest -m "not distributed"`
 

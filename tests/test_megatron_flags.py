@@ -128,7 +128,6 @@ def test_nemo_preprocessing_flags_write_what_ours_write(small_corpus, bert_vocab
 
 def test_trained_tokenizer_serves_nemos_sentencepiece_library(small_corpus):
     import sentencepiece as spm
-
     import train_tokenizer
     tmp = small_corpus
     (tmp / "extra.txt").write_text("Version 2026 of the café menu.\n" * 20, encoding="utf-8")

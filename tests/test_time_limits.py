@@ -23,11 +23,11 @@ def _hang():
 
 @pytest.mark.timeout(5)
 def test_ranks_that_hang():
-    run_distributed(2, _hang)
+    run_distributed(1, _hang)
 
 
 def test_the_next_test_runs_on_fresh_ranks():
-    assert run_distributed(2, sum, [1, 2]) == [3, 3]
+    assert run_distributed(1, sum, [1, 2]) == [3]
 '''
 
 

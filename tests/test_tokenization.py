@@ -4,8 +4,13 @@ import os
 
 import pytest
 
-from data_utils.tokenization import (CharacterLevelTokenizer, default_gpt2_files, make_tokenizer,
-                                     padded_vocab_size, read_gpt2_files)
+from data_utils.tokenization import (
+    CharacterLevelTokenizer,
+    default_gpt2_files,
+    make_tokenizer,
+    padded_vocab_size,
+    read_gpt2_files,
+)
 
 
 def test_sample_corpus_is_over_a_megabyte(sample_texts):
@@ -116,4 +121,4 @@ def test_bad_tokenizer_inputs_are_clear_errors(tmp_path, bert_vocab_file):
     with pytest.raises(FileNotFoundError, match="no training text"):
         make_tokenizer("SentencePieceTokenizer", tokenizer_model=str(tmp_path / "none.model"))
     with pytest.raises(AttributeError, match=r"GPT2BPETokenizer has no \[MASK\] token"):
-        make_tokenizer("GPT2BPETokenizer").mask
+        _ = make_tokenizer("GPT2BPETokenizer").mask

@@ -78,7 +78,8 @@ def _merged(ranks, key):
 ODD_PADDING = ["--make-vocab-size-divisible-by", "7"]  # 258 ids: 259 rows at TP=1, lcm(7, 2) = 14: 266 at TP=2
 CASES = {  # saved at (ranks, flags, micro batch) -> resumed at (ranks, flags, micro batch)
     "TP=2 -> one process": ((2, ["--model-parallel-size", "2", *ODD_PADDING], 8), (1, ODD_PADDING, 8)),
-    "PP=2 -> TP=2": ((2, ["--pipe-parallel-size", "2", *ODD_PADDING], 8), (2, ["--model-parallel-size", "2", *ODD_PADDING], 8)),
+    "PP=2 -> TP=2": ((2, ["--pipe-parallel-size", "2", *ODD_PADDING], 8),
+                     (2, ["--model-parallel-size", "2", *ODD_PADDING], 8)),
     "ZeRO-3 -> ZeRO-1": ((2, ["--zero-stage", "3"], 4), (2, ["--zero-stage", "1"], 4)),
     "one process -> 2 ranks ZeRO-2": ((1, [], 8), (2, ["--zero-stage", "2"], 4)),
     "TP=2 -> 2 ranks ZeRO-3": ((2, ["--model-parallel-size", "2"], 8), (2, ["--zero-stage", "3"], 4)),
