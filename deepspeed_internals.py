@@ -83,7 +83,16 @@ def guard_fp32_steps(engine):
     optimizer.step = guarded_step
 
 
-# The optimizer states of a layout-free checkpoint (checkpointing/universal.py)
+# The optimizer states of a layout-free checkpoint (checkpointing/native_states.py, universal.py)
+
+def optimizer_file_records():
+    """The DeepSpeed classes an optimizer file pickles besides tensors and plain values (the ZeRO stage,
+    the loss scaler, fragment addresses): allowed, with nothing else, when reading it weights_only."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+
 
 def fp32_masters(engine):
     """{model parameter: its fp32 copy} where the optimizer keeps one beside the module (DeepSpeed's

@@ -20,6 +20,7 @@ import re
 
 import torch
 
+from deepspeed_internals import optimizer_file_records
 from model.gpt2_pipeline import gpt2_name_of_pipeline_parameter, gpt2_state_from_layers
 from model.tensor_parallel_state import merge_states
 
@@ -29,11 +30,8 @@ WEIGHT = "fp32"  # the key of the master weight among a parameter's states
 
 
 def _load_optimizer_file(path):
-    """A DeepSpeed optimizer file: tensors, plain values and three DeepSpeed records (nothing that runs code)."""
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
-    with torch.serialization.safe_globals([ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]):
+    """A DeepSpeed optimizer file: tensors, plain values and DeepSpeed's records (nothing that runs code)."""
+    with torch.serialization.safe_globals(optimizer_file_records()):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -129,3 +129,22 @@ def test_every_accepted_ds_config_key_is_one_deepspeed_reads():
         text += "".join(open(os.path.join(root, f), encoding="utf-8").read() for f in files if f.endswith(".py"))
     named = set(re.findall(r"""["']([a-z0-9_]+)["']""", text))
     assert not sorted(KNOWN_KEYS - named), "keys DeepSpeed's code no longer names"
+
+
+def test_deepspeed_optimizer_files_hold_only_the_records_we_allow(tmp_path):
+    """A ZeRO-1 optimizer file reads weights_only with optimizer_file_records() allowed, and no longer
+    without them (so the list is needed, and complete for the records DeepSpeed writes)."""
+    import torch.serialization
+
+    from checkpointing.native_states import _load_optimizer_file
+    run_distributed(1, _save_zero1_body, str(tmp_path))
+    (path,) = [os.path.join(root, name) for root, _, names in os.walk(tmp_path) for name in names
+               if name.endswith("optim_states.pt")]
+    assert "optimizer_state_dict" in _load_optimizer_file(path)
+    with pytest.raises(Exception, match="weights_only"):
+        with torch.serialization.safe_globals([]):
+            torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _save_zero1_body(folder):
+    _engine(zero_stage=1).save_checkpoint(folder, tag="t")
