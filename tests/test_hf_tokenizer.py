@@ -1,6 +1,7 @@
 """A GPT-NeoX / Pythia-style folder ships only tokenizer.json: it converts, evaluates and generates with its
 own ids (HFTokenizer, GPT-NeoX's --tokenizer-type), never GPT-2's. The folder here holds a byte-level BPE
-trained with `tokenizers` on the bundled corpus (1000 tokens, not GPT-2's 50257) and a random GPTNeoX."""
+trained with `tokenizers` on the bundled corpus (1000 tokens, not GPT-2's 50257) and a random GPTNeoX. And every
+family's --to-hf writes the tokenizer's own special ids."""
 
 import json
 import os
@@ -129,3 +130,23 @@ def test_an_unreadable_or_missing_tokenizer_is_one_clear_error(neox, tmp_path):
     os.remove(broken / "tokenizer.json")
     result = _convert("--from-hf", str(broken), "--save", str(tmp_path / "b"))
     assert "no tokenizer files" in result.stderr and "1000-token vocabulary is not GPT-2's" in result.stderr
+
+
+FAMILIES = {"gpt2": [], "gpt_neo": ["--attention-types", "global local", "--attention-window", "8",
+                                    "--no-attention-scaling", "--no-qkv-bias"],
+            "gpt_neox": ["--position-embedding-type", "rotary", "--rotary-pct", "0.25", "--activation", "gelu",
+                         "--parallel-residual", "--untie-embeddings"]}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_to_hf_writes_the_tokenizers_special_ids_for_every_family(family, tmp_path, data_prefix):
+    """A checkpoint trained on UTF-8 bytes (end-of-document 256): config.json says 256, not transformers'
+    defaults for the family (50256 for GPT-2 and GPT-Neo, 0 and 2 for GPT-NeoX)."""
+    from gpt2_runs import train, train_argv
+    save, hf_dir = str(tmp_path / "ckpt"), str(tmp_path / "hf")
+    run_distributed(1, train, train_argv(data_prefix, *FAMILIES[family], "--train-iters", "1", "--save", save))
+    written = _convert("--load", save, "--to-hf", hf_dir)
+    assert written.returncode == 0, written.stderr
+    config = json.load(open(os.path.join(hf_dir, "config.json")))
+    assert config["model_type"] == family
+    assert (config["bos_token_id"], config["eos_token_id"]) == (256, 256)
