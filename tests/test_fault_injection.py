@@ -4,13 +4,18 @@ a killed start-up leaves in torch's extension folder does not hang the next laun
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-pytestmark = pytest.mark.distributed  # launches and kills real processes: left out of `pytest -m "not distributed"`
+from initialize import extension_folder
+
+# launches and kills real processes: left out of `pytest -m "not distributed"`; the trial's launches take a
+# minute or two on a 2-core CPU, so its tests get twice the suite's time limit
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +24,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def fault_injection(tmp_path_factory):
     """The short version CI runs: 3 kills. Its workdir holds the extension folder its launches built."""
     workdir = tmp_path_factory.mktemp("fault-injection")
+    built = extension_folder()
+    if os.path.isdir(built):  # the op this session built: the launches load it rather than compile their own
+        shutil.copytree(built, workdir / "extensions", ignore=shutil.ignore_patterns("lock"))
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "fault_injection.py"), "--kills", "3",
                              "--workdir", str(workdir)], capture_output=True, text=True, timeout=900)
     return workdir, result
