@@ -14,11 +14,14 @@ def train_argv(data_prefix, *extra, batch_size=8, dropout=0.0, tokenizer="Charac
     """A tiny model, 20 iterations, a loss line each; no dropout unless asked (so every layout draws
     nothing at random and losses compare across layouts). data_prefix None: the data flags come in extra.
     tokenizer: the one the data was tokenized with (conftest's data_prefix: bytes; gpt2_data_prefix:
-    GPT2BPETokenizer)."""
+    GPT2BPETokenizer). Batches are read in the rank's own process (--num-workers 0): a loader worker
+    process per run doubled a tiny run's time; the launcher and Megatron command-line tests keep the
+    default worker."""
     data = [] if data_prefix is None else ["--data-path", data_prefix, "--data-cache-dir", os.path.dirname(data_prefix)]
     return ["--model-size", "tiny", "--seq-length", "32", "--batch-size", str(batch_size), "--train-iters", str(ITERS),
             "--log-interval", "1", "--eval-iters", "0", "--attention-dropout", str(dropout), "--hidden-dropout",
-            str(dropout), "--lr", "1e-3", "--warmup", "0.1", "--tokenizer-type", tokenizer, *data, *extra]
+            str(dropout), "--lr", "1e-3", "--warmup", "0.1", "--tokenizer-type", tokenizer, "--num-workers", "0",
+            *data, *extra]
 
 
 def train(argv, key="lm loss"):

@@ -23,7 +23,7 @@ def _argv(data_prefix, vocab_file, *extra, batch_size=4):
             "--log-interval", "1", "--eval-iters", "0", "--attention-dropout", "0", "--hidden-dropout", "0",
             "--lr", "1e-3", "--warmup", "0.1", "--max-preds-per-seq", "10", "--data-path", data_prefix,
             "--data-cache-dir", os.path.dirname(data_prefix), "--tokenizer-type", "BertWordPieceLowerCase",
-            "--vocab-file", vocab_file, *extra]
+            "--vocab-file", vocab_file, "--num-workers", "0", *extra]
 
 
 def _train(argv):
