@@ -47,7 +47,7 @@ def files(tmp_path_factory, gpt2_data_prefix, sample_texts):
     root = tmp_path_factory.mktemp("eval")
     paths = {name: str(root / name) for name in ("trained", "trained-hf", "random", "random-hf")}
     run_distributed(1, train, train_argv(gpt2_data_prefix, "--zero-stage", "3", "--save", paths["trained"],
-                                         "--train-iters", "30", tokenizer="GPT2BPETokenizer"))
+                                         "--train-iters", "10", tokenizer="GPT2BPETokenizer"))
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_positions=SEQ, n_embd=64, n_layer=2, n_head=4)).save_pretrained(paths["random-hf"])
     for flags in (["--load", paths["trained"], "--to-hf", paths["trained-hf"]],

@@ -21,7 +21,7 @@ def _hang():
     time.sleep(3600)
 
 
-@pytest.mark.timeout(5)
+@pytest.mark.timeout(2)
 def test_ranks_that_hang():
     run_distributed(1, _hang)
 
