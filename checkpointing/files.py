@@ -44,7 +44,7 @@ def load_plain(path):
                              f"here ({str(error).splitlines()[-1][:200]})") from None
 
 
-def latest_tag(directory, tag=None):
+def complete_tag(directory, tag=None):
     """The tag to read from a checkpoint directory, verified as training verifies it: `tag` if given,
     else the one `latest` names, else the newest complete one before it (one line on stderr says which
     was passed over and why). One-line errors: no `latest`, or no complete tag."""
@@ -110,7 +110,11 @@ def _read_universal_weights(folder):
 
 def read_checkpoint(directory, tag=None):
     """(full state dict merged over tensor-parallel ranks, the run's args dict, tag)."""
-    tag = latest_tag(directory, tag)
+    return _read_merged(directory, complete_tag(directory, tag))
+
+
+def _read_merged(directory, tag):
+    """read_checkpoint of a tag already verified."""
     folder = os.path.join(directory, tag)
     if not has_model_files(folder) and is_complete(universal_folder(folder)):
         return (*_read_universal_weights(universal_folder(folder)), tag)
@@ -135,13 +139,13 @@ def read_shard(directory, rank, world_size, tag=None):
     tag). A checkpoint saved at world_size ranks without ZeRO-3 or pipeline stages is read from this
     rank's file alone; any other is merged (read_checkpoint), its vocabulary padded with zero rows to a
     multiple of world_size, and split again."""
-    tag = latest_tag(directory, tag)
+    tag = complete_tag(directory, tag)
     folder = os.path.join(directory, tag)
     if has_model_files(folder) and checkpoint_layout(folder) == (world_size, 1):
         saved = load_plain(model_files(folder)[rank])
         if saved["module"] and saved.get("args", {}).get("zero_stage_of_run") != 3:
             return saved["module"], saved.get("args", {}), tag
-    state, args, tag = read_checkpoint(directory, tag)
+    state, args, tag = _read_merged(directory, tag)  # verified above: its files are not read twice
     words = state["word_embeddings.weight"]
     extra = -words.size(0) % world_size
     state["word_embeddings.weight"] = torch.cat([words, words.new_zeros(extra, words.size(1))])

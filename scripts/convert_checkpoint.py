@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import ArgumentParser, add_architecture_args, saved_tokenizer  # noqa: E402
 from checkpointing import read_checkpoint, write_checkpoint  # noqa: E402
-from checkpointing.files import latest_tag, universal_folder  # noqa: E402
+from checkpointing.files import complete_tag, universal_folder  # noqa: E402
 from checkpointing.tags import commit  # noqa: E402
 from checkpointing.universal import write_universal  # noqa: E402
 from data_utils.hf_tokenizer import folder_tokenizer_flags, save_for_transformers  # noqa: E402
@@ -164,7 +164,7 @@ def reshape(load_dir, save_dir, tag, model_parallel_size, pipe_parallel_size):
     if os.path.abspath(load_dir) == os.path.abspath(save_dir):
         raise ValueError("--save must be another folder than --load (a resume at another layout converts in place "
                          "by itself)")
-    tag = latest_tag(load_dir, tag)
+    tag = complete_tag(load_dir, tag)
     folder = universal_folder(os.path.join(save_dir, tag))
     started = time.time()
     state = write_universal(os.path.join(load_dir, tag), folder)
