@@ -12,14 +12,13 @@ import functools
 import torch.nn.functional as F
 
 import batches
-import mpu
 import training
 from arguments import get_args
-from data_utils.bert_dataset import build_bert_datasets
+from data_utils.bert_dataset import build_bert_datasets, max_predictions
 from data_utils.tfrecord_dataset import build_tfrecord_datasets
 from model import BertModel
 
-BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random"]
+BATCH_KEYS = ["text", "types", "labels", "loss_mask", "padding_mask", "is_random", "lm_positions"]
 DEFAULTS = {"tokenizer_type": "SentencePieceTokenizer", "layernorm_epsilon": 1e-12, "activation": "gelu"}
 
 
@@ -32,7 +31,8 @@ def model_provider(args, tokenizer):
                      pre_layernorm=args.bert_pre_layernorm, checkpoint_activations=args.checkpoint_activations,
                      checkpoint_num_layers=args.checkpoint_num_layers, ffn_hidden_size=args.ffn_hidden_size,
                      deep_init=args.deep_init, fp32_embedding=args.fp32_embedding,
-                     fp32_tokentypes=args.fp32_tokentypes, activation=args.activation)
+                     fp32_tokentypes=args.fp32_tokentypes, activation=args.activation,
+                     text_vocab_size=tokenizer.vocab_size)
 
 
 def datasets_provider(args, tokenizer, num_samples):
@@ -41,7 +41,9 @@ def datasets_provider(args, tokenizer, num_samples):
     --use-tfrecords, --train-data are Google BERT's TFRecord files (masked when they were written)."""
     if args.use_tfrecords:
         return build_tfrecord_datasets(args.train_data, args.split, num_samples, args.seq_length, args.seed,
-                                       tokenizer.vocab_size, args.data_cache_dir)
+                                       tokenizer.vocab_size, max_predictions(args.seq_length, args.masked_lm_prob,
+                                                                             args.max_preds_per_seq),
+                                       args.data_cache_dir)
     build = functools.partial(build_bert_datasets, max_seq_length=args.seq_length, seed=args.seed, tokenizer=tokenizer,
                               cache_dir=args.data_cache_dir, masked_lm_prob=args.masked_lm_prob,
                               max_preds_per_seq=args.max_preds_per_seq, short_seq_prob=args.short_seq_prob,
@@ -56,11 +58,11 @@ def get_batch(data_iterator, args):
 
 
 def forward_step(batch, model, args, loss_tokens):
-    """Masked-LM loss as a mean over the global batch's masked positions (see batches.py); the binary
-    (next-sentence / sentence-order) loss as a mean over samples."""
-    lm_logits, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"])
-    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0), args.text_vocab_size)
-    lm_loss = (lm_losses * batch["loss_mask"].float()).sum() / loss_tokens
+    """Masked-LM loss as a mean over the global batch's masked positions (see batches.py), its head run on
+    those positions only (BertModel.forward); the binary (next-sentence / sentence-order) loss as a mean
+    over samples."""
+    lm_loss, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"],
+                                   masked_lm=(batch["lm_positions"], batch["labels"], batch["loss_mask"], loss_tokens))
     nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
     return lm_loss + nsp_loss, {"lm loss": lm_loss.detach(), "nsp loss": nsp_loss.detach()}
 

@@ -7,7 +7,8 @@ segment A and segment B at a random sentence boundary. Next-sentence prediction:
 one half B is replaced by sentences of another document (label 1). Sentence-order prediction
 (sentence_order=True): with probability one half A and B swap (label 1). Masking as in BERT: 15% of
 the non-special tokens, at most max_preds_per_seq, of which 80% become [MASK], 10% a random token and
-10% stay. Everything a sample draws comes from a generator seeded by (seed, sample index), so a
+10% stay; lm_positions lists the masked positions, max_preds_per_seq long (see lm_positions), so that
+the model computes its masked-LM head there only. Everything a sample draws comes from a generator seeded by (seed, sample index), so a
 sample is the same whatever order it is read in. Samples are built and shuffled an epoch at a time,
 each epoch with its own seed, so the first n samples do not depend on how many are asked for (a run
 extended with a larger --train-iters continues the same order). A random segment always comes from
@@ -19,6 +20,24 @@ import numpy as np
 from .atomic import cached_index
 from .dataset_builder import build_datasets
 from .indexed_dataset import DatasetError, check_token_ids
+
+
+def max_predictions(seq_length, masked_lm_prob, max_preds_per_seq=None):
+    """The most masked positions a sample may have: --max-preds-per-seq, else ceil(seq x probability)
+    (Google's create_pretraining_data writes at most round(seq x probability), never more)."""
+    return max_preds_per_seq or int(np.ceil(seq_length * masked_lm_prob))
+
+
+def lm_positions(loss_mask, count, where):
+    """The positions where loss_mask is set, in order, then the first unset position repeated up to
+    `count` entries: a fixed shape, so the model gathers the masked positions without reading the
+    batch on the host, and the padding entries carry no loss. More masked positions than `count` is
+    an error naming `where`."""
+    masked = np.flatnonzero(loss_mask)
+    if len(masked) > count:
+        raise DatasetError(f"{where}: {len(masked)} masked positions, more than the {count} a sample may have; "
+                           f"pass --max-preds-per-seq {len(masked)} or more (the value the data was written with)")
+    return np.pad(masked, (0, count - len(masked)), constant_values=int(np.argmin(loss_mask))).astype(np.int64)
 
 
 def _epoch_rows(sizes, doc_idx, documents, max_tokens, short_seq_prob, min_sentences, rng):
@@ -55,14 +74,15 @@ def _samples_mapping(sizes, doc_idx, documents, num_samples, max_tokens, short_s
 
 
 class BertSentencePairDataset:
-    """`dataset[i]` -> dict of text, types, labels, loss_mask, padding_mask (max_seq_length each) and is_random."""
+    """`dataset[i]` -> dict of text, types, labels, loss_mask, padding_mask (max_seq_length each), lm_positions
+    (max_preds long) and is_random."""
 
     def __init__(self, name, indexed_dataset, documents, num_samples, max_seq_length, seed, tokenizer,
                  masked_lm_prob=0.15, max_preds_per_seq=None, short_seq_prob=0.1, binary_head=True,
                  sentence_order=False, cache_dir=None):
         self.name, self.indexed, self.seed = name, indexed_dataset, seed
         self.max_seq_length, self.masked_lm_prob = max_seq_length, masked_lm_prob
-        self.max_preds = max_preds_per_seq or int(np.ceil(max_seq_length * masked_lm_prob))
+        self.max_preds = max_predictions(max_seq_length, masked_lm_prob, max_preds_per_seq)
         self.binary_head, self.sentence_order = binary_head, sentence_order
         self.cls, self.sep, self.mask_id, self.pad = tokenizer.cls, tokenizer.sep, tokenizer.mask, tokenizer.pad
         self.vocab_size = tokenizer.vocab_size
@@ -136,7 +156,8 @@ class BertSentencePairDataset:
         return {"text": np.pad(masked, (0, padding), constant_values=self.pad),
                 "types": np.pad(types, (0, padding)),
                 "padding_mask": np.pad(np.ones(len(tokens), dtype=np.int64), (0, padding)),
-                "labels": labels, "loss_mask": loss_mask, "is_random": np.int64(is_random)}
+                "labels": labels, "loss_mask": loss_mask, "is_random": np.int64(is_random),
+                "lm_positions": lm_positions(loss_mask, self.max_preds, self.name)}
 
 
 def _truncate_pair(a, b, max_tokens, rng):

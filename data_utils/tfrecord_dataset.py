@@ -17,6 +17,7 @@ import struct
 import numpy as np
 
 from .atomic import save_npz_atomically
+from .bert_dataset import lm_positions
 from .dataset_builder import SPLIT_NAMES, parse_split
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
@@ -70,7 +71,7 @@ def read_record(fd, path, offset):
                              else features[name].int64_list.value) for name in FEATURES}
 
 
-def bert_sample(record, seq_length, vocab_size, where):
+def bert_sample(record, seq_length, vocab_size, max_preds, where):
     """Our BERT sample (bert_dataset.py's keys) from a record's features."""
     tokens = record["input_ids"].astype(np.int64)
     if len(tokens) != seq_length:
@@ -87,17 +88,19 @@ def bert_sample(record, seq_length, vocab_size, where):
     loss_mask[positions] = 1
     return {"text": tokens, "types": record["segment_ids"].astype(np.int64),
             "padding_mask": record["input_mask"].astype(np.int64), "labels": labels, "loss_mask": loss_mask,
-            "is_random": np.int64(record["next_sentence_labels"][0])}
+            "is_random": np.int64(record["next_sentence_labels"][0]),
+            "lm_positions": lm_positions(loss_mask, max_preds, where)}
 
 
 class TFRecordBertDataset:
     """num_samples samples of the records [first, end) of the files' concatenation, shuffled per epoch."""
 
-    def __init__(self, name, files, offsets, first, end, num_samples, seq_length, seed, vocab_size):
+    def __init__(self, name, files, offsets, first, end, num_samples, seq_length, seed, vocab_size, max_preds):
         self.name, self.files, self.offsets = name, files, offsets
         self.starts = np.cumsum([0] + [len(o) for o in offsets])
         self.first, self.count = first, end - first
         self.num_samples, self.seq_length, self.seed, self.vocab_size = num_samples, seq_length, seed, vocab_size
+        self.max_preds = max_preds
         self._orders, self._fds = {}, {}
 
     def __len__(self):
@@ -115,12 +118,13 @@ class TFRecordBertDataset:
         path, offset = self.files[f], int(self.offsets[f][record - self.starts[f]])
         if f not in self._fds:
             self._fds[f] = os.open(path, os.O_RDONLY)
-        return bert_sample(read_record(self._fds[f], path, offset), self.seq_length, self.vocab_size,
+        return bert_sample(read_record(self._fds[f], path, offset), self.seq_length, self.vocab_size, self.max_preds,
                            f"{path} (record at byte {offset})")
 
 
-def build_tfrecord_datasets(files, split, num_samples, seq_length, seed, vocab_size, cache_dir=None):
-    """(train, valid, test) TFRecordBertDataset, None where a split needs no samples."""
+def build_tfrecord_datasets(files, split, num_samples, seq_length, seed, vocab_size, max_preds, cache_dir=None):
+    """(train, valid, test) TFRecordBertDataset, None where a split needs no samples. max_preds: the most
+    masked positions a record may have (bert_dataset.max_predictions)."""
     offsets = [record_offsets(path, cache_dir) for path in files]
     total = sum(len(o) for o in offsets)
     datasets = []
@@ -129,5 +133,5 @@ def build_tfrecord_datasets(files, split, num_samples, seq_length, seed, vocab_s
             raise ValueError(f"--split {split}: the {SPLIT_NAMES[s]} split of {total} TFRecord records is empty but "
                              f"{num_samples[s]} samples are needed; give that split a larger weight")
         datasets.append(TFRecordBertDataset(SPLIT_NAMES[s], list(files), offsets, start, end, num_samples[s],
-                                            seq_length, seed + s, vocab_size) if num_samples[s] else None)
+                                            seq_length, seed + s, vocab_size, max_preds) if num_samples[s] else None)
     return datasets

@@ -18,18 +18,22 @@ from .transformer import ParallelTransformer, init_normal
 
 class BertModel(torch.nn.Module):
     """(tokens, token_types, padding_mask) -> (masked-LM logits [batch, seq, vocab / TP] of this rank's
-    vocabulary slice, binary logits [batch, 2] or None); parallel_output=False gathers the vocabulary."""
+    vocabulary slice, binary logits [batch, 2] or None); parallel_output=False gathers the vocabulary.
+    Given masked_lm, the masked-LM loss in place of the logits, from the masked positions only (see
+    forward); text_vocab_size: the real vocabulary, rows above it are padding."""
 
     def __init__(self, num_layers, vocab_size, hidden_size, num_attention_heads, max_sequence_length,
                  num_tokentypes=2, embedding_dropout=0.1, attention_dropout=0.1, hidden_dropout=0.1,
                  init_method_std=0.02, layernorm_epsilon=1e-12, pre_layernorm=False, ffn_hidden_size=None,
                  checkpoint_activations=False, checkpoint_num_layers=1, add_binary_head=True, parallel_output=True,
-                 deep_init=False, fp32_embedding=False, fp32_tokentypes=False, activation="gelu"):
+                 deep_init=False, fp32_embedding=False, fp32_tokentypes=False, activation="gelu",
+                 text_vocab_size=None):
         """deep_init: output layers initialised with std / sqrt(2 x layers) (Megatron-LM v0's --deep-init);
         fp32_embedding / fp32_tokentypes: the embedding sum (and its LayerNorm) / the token-type term are
         computed in fp32 under bf16/fp16, then cast to the model's dtype (v0's flags of those names)."""
         super().__init__()
         self.parallel_output, self.max_sequence_length = parallel_output, max_sequence_length
+        self.text_vocab_size = text_vocab_size
         self.fp32_embedding, self.fp32_tokentypes = fp32_embedding, fp32_tokentypes
         init = init_normal(init_method_std)
         self.word_embeddings = mpu.VocabParallelEmbedding(vocab_size, hidden_size, init_method=init)
@@ -76,13 +80,28 @@ class BertModel(torch.nn.Module):
         """tanh(dense([CLS])) (transformers' pooler output)."""
         return torch.tanh(self.pooler(hidden[:, 0]))
 
-    def forward(self, tokens, token_types=None, padding_mask=None):
+    def _lm_head_input(self, hidden):
+        """The masked-LM head's transform and LayerNorm, through copy_to_model_parallel_region."""
+        return mpu.copy_to_model_parallel_region(self.lm_layernorm(F.gelu(self.lm_transform(hidden))))
+
+    def forward(self, tokens, token_types=None, padding_mask=None, masked_lm=None):
+        """masked_lm: (lm_positions [batch, P], labels [batch, seq], loss_mask [batch, seq], loss_tokens) for
+        the loss: the head runs on the P listed positions of each sample only (~15% of them), gathered on
+        the device, and its output layer, bias and cross-entropy run fused
+        (mpu.vocab_parallel_output_cross_entropy); the loss is the masked positions' summed losses /
+        loss_tokens. Listed positions whose loss mask is unset (padding of the list) carry no loss."""
         hidden = self.encode(tokens, token_types, padding_mask)
-        transformed = self.lm_layernorm(F.gelu(self.lm_transform(hidden)))
-        lm_logits = F.linear(mpu.copy_to_model_parallel_region(transformed), self.word_embeddings.weight, self.lm_bias)
+        binary_logits = self.binary_head(self.pool(hidden)) if self.binary_head is not None else None
+        if masked_lm is not None:
+            positions, labels, loss_mask, loss_tokens = masked_lm
+            picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
+            loss, _ = mpu.vocab_parallel_output_cross_entropy(
+                self._lm_head_input(picked), self.word_embeddings.weight, labels.gather(1, positions).clamp(min=0),
+                loss_mask.gather(1, positions).float() / loss_tokens, self.text_vocab_size, bias=self.lm_bias)
+            return loss, binary_logits
+        lm_logits = F.linear(self._lm_head_input(hidden), self.word_embeddings.weight, self.lm_bias)
         if not self.parallel_output:
             lm_logits = mpu.gather_from_model_parallel_region(lm_logits)
-        binary_logits = self.binary_head(self.pool(hidden)) if self.binary_head is not None else None
         return lm_logits, binary_logits
 
 

@@ -34,7 +34,7 @@ CHUNK_ELEMENTS = 1 << 25  # logits per chunk (128 MiB in fp32): large matrix mul
 class _OutputCrossEntropy(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, loss_weights, vocab_size, with_gradients, chunk_elements):
+    def forward(ctx, hidden, weight, bias, target, loss_weights, vocab_size, with_gradients, chunk_elements):
         group, slice_size = model_parallel_group_if_split(), weight.size(0)
         vocab_start, real_columns = vocabulary_slice(slice_size, vocab_size)
         columns = local_target(target, vocab_start, slice_size)
@@ -48,6 +48,8 @@ class _OutputCrossEntropy(torch.autograd.Function):
         # largest weight in the low-precision product; the largest weight is applied in fp32.
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if with_gradients else None
         grad_weight = None
+        grad_bias = torch.zeros(slice_size, dtype=torch.float32, device=hidden.device) \
+            if with_gradients and bias is not None else None
         scale = loss_weights.max().clamp(min=torch.finfo(torch.float32).tiny)
         for start in range(0, tokens, chunk):
             end = min(start + chunk, tokens)
@@ -57,12 +59,17 @@ class _OutputCrossEntropy(torch.autograd.Function):
                 torch.mm(part, weight.t(), out=logits)
             else:
                 logits.copy_(part @ weight.t())
+            if bias is not None:
+                logits.add_(bias)
             if real_columns < slice_size:
                 logits[:, real_columns:] = float("-inf")
             losses[start:end] = softmax_and_loss(logits, probabilities, columns[start:end], group)
             if not with_gradients:
                 continue
-            grad_logits = subtract_one_hot(probabilities, columns[start:end]).to(hidden.dtype)  # unweighted
+            grad_logits = subtract_one_hot(probabilities, columns[start:end])  # unweighted
+            if grad_bias is not None:
+                grad_bias.addmv_(grad_logits.t(), weights.squeeze(1))
+            grad_logits = grad_logits.to(hidden.dtype)
             # weighting rows of the [tokens, slice] gradient = weighting rows of the small operands
             torch.mul(grad_logits @ weight, weights, out=grad_hidden[start:end])
             weighted_part = part * (weights / scale).to(part.dtype)
@@ -73,35 +80,37 @@ class _OutputCrossEntropy(torch.autograd.Function):
             else:  # bf16/fp16 products summed in fp32 over the chunks
                 grad_weight.add_(grad_logits.t() @ weighted_part)
         if with_gradients:
-            ctx.save_for_backward(grad_hidden, grad_weight, scale)
-            ctx.dtypes = hidden.dtype, weight.dtype
+            ctx.save_for_backward(grad_hidden, grad_weight, grad_bias, scale)
+            ctx.dtypes = hidden.dtype, weight.dtype, None if bias is None else bias.dtype
         ctx.mark_non_differentiable(losses)
         return (losses * loss_weights).sum(), losses
 
     @staticmethod
     def backward(ctx, grad_loss, _):
-        grad_hidden, grad_weight, scale = ctx.saved_tensors
-        hidden_dtype, weight_dtype = ctx.dtypes
+        grad_hidden, grad_weight, grad_bias, scale = ctx.saved_tensors
+        hidden_dtype, weight_dtype, bias_dtype = ctx.dtypes
         return (grad_hidden.mul_(grad_loss).to(hidden_dtype), grad_weight.mul_(grad_loss * scale).to(weight_dtype),
+                None if grad_bias is None else grad_bias.mul_(grad_loss).to(bias_dtype),
                 None, None, None, None, None)
 
 
 def vocab_parallel_output_cross_entropy(hidden, weight, target, loss_weights, vocab_size=None,
-                                        chunk_elements=CHUNK_ELEMENTS):
-    """(sum over tokens of loss_weights x cross-entropy of hidden @ weight.T against target, the per-token
-    losses). hidden [..., h]: the output layer's input (through copy_to_model_parallel_region); weight:
-    this rank's rows of the output layer [vocab / TP, h]; target, loss_weights: hidden's leading shape.
+                                        chunk_elements=CHUNK_ELEMENTS, bias=None):
+    """(sum over tokens of loss_weights x cross-entropy of hidden @ weight.T + bias against target, the
+    per-token losses). hidden [..., h]: the output layer's input (through copy_to_model_parallel_region);
+    weight: this rank's rows of the output layer [vocab / TP, h]; bias: None or this rank's slice of the
+    output bias [vocab / TP] (BERT's; added in fp32); target, loss_weights: hidden's leading shape.
     vocab_size: the real vocabulary; rows from it up are padding and take no probability (None: all
-    count). chunk_elements: logits made at a time (at most; chunks are equal). Under torch.autocast the output layer runs in autocast's dtype. The per-token losses (float32)
-    carry no gradient. Gradients are computed in the forward pass only where autograd will want them, and
+    count). chunk_elements: logits made at a time (at most; chunks are equal). Under torch.autocast the
+    output layer runs in autocast's dtype. The per-token losses (float32) carry no gradient. Gradients are computed in the forward pass only where autograd will want them, and
     the backward uses them in place: it cannot run twice."""
     shape, device = target.shape, hidden.device.type
     if torch.is_autocast_enabled(device):  # the output layer in autocast's dtype, as F.linear would be
         dtype = torch.get_autocast_dtype(device)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
-    with_gradients = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    with_gradients = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     with torch.autocast(device, enabled=False):
-        total, losses = _OutputCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), weight, target.reshape(-1),
+        total, losses = _OutputCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), weight, bias, target.reshape(-1),
                                                   loss_weights.reshape(-1).float(), vocab_size, with_gradients,
                                                   chunk_elements)
     return total, losses.view(shape)

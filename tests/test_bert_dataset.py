@@ -68,6 +68,8 @@ def test_masking_fifteen_percent_eighty_ten_ten(sentences, tokenizer):
         sample = dataset[i]
         positions = np.flatnonzero(sample["loss_mask"])
         assert 1 <= len(positions) <= 20
+        assert np.array_equal(sample["lm_positions"][:len(positions)], positions) and len(sample["lm_positions"]) == 20
+        assert not sample["loss_mask"][sample["lm_positions"][len(positions):]].any(), "the list's padding has no loss"
         masked += len(positions)
         candidates += int(sample["padding_mask"].sum()) - 3
         as_mask += int((sample["text"][positions] == tokenizer.mask).sum())

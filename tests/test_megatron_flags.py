@@ -299,7 +299,7 @@ def test_tfrecord_samples_are_what_the_file_holds(tmp_path):
         list(tfrecord.tfrecord_loader(str(tmp_path / "b.tfrecord"), None))
     assert all(np.array_equal(r["input_ids"], w["input_ids"]) for r, w in zip(read_back, first + second))
     files = [str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")]
-    train, valid, _ = build_tfrecord_datasets(files, "80,20,0", (80, 10, 0), 32, 1234, 30522, str(tmp_path / "cache"))
+    train, valid, _ = build_tfrecord_datasets(files, "80,20,0", (80, 10, 0), 32, 1234, 30522, 5, str(tmp_path / "cache"))
     records = first + second
     seen = []
     for i in range(40):  # the first epoch holds every training record once
@@ -312,6 +312,8 @@ def test_tfrecord_samples_are_what_the_file_holds(tmp_path):
         assert np.array_equal(sample["types"], record["segment_ids"])
         assert np.array_equal(sample["padding_mask"], record["input_mask"])
         assert np.array_equal(np.flatnonzero(sample["loss_mask"]), record["masked_lm_positions"][real])
+        assert np.array_equal(sample["lm_positions"][:real.sum()], record["masked_lm_positions"][real])
+        assert len(sample["lm_positions"]) == 5 and not sample["loss_mask"][sample["lm_positions"][real.sum():]].any()
         assert np.array_equal(sample["labels"][record["masked_lm_positions"][real]], record["masked_lm_ids"][real])
         assert sample["is_random"] == record["next_sentence_labels"][0]
     assert sorted(seen) == list(range(40))
@@ -325,7 +327,11 @@ def test_tfrecord_samples_are_what_the_file_holds(tmp_path):
     with pytest.raises(ValueError, match="fails its CRC32C check"):
         [train[i] for i in range(40)]
     with pytest.raises(ValueError, match="--seq-length 32"):
-        build_tfrecord_datasets(files[:1], "1,0,0", (4, 0, 0), 64, 1, 30522, str(tmp_path / "cache"))[0][0]
+        build_tfrecord_datasets(files[:1], "1,0,0", (4, 0, 0), 64, 1, 30522, 5, str(tmp_path / "cache"))[0][0]
+    most = max(int((r["masked_lm_weights"] > 0).sum()) for r in first)
+    with pytest.raises(ValueError, match=f"a.tfrecord .*more than the {most - 1} .*--max-preds-per-seq"):
+        few = build_tfrecord_datasets(files[:1], "1,0,0", (30, 0, 0), 32, 1, 30522, most - 1, str(tmp_path / "cache"))
+        [few[0][i] for i in range(30)]
 
 
 def test_the_gpt_neo_script_trains_local_layers_with_adam(tmp_path):

@@ -1,4 +1,5 @@
-"""BERT on the shared loop: the same losses on every layout, both losses fall, and a trained checkpoint
+"""BERT on the shared loop: the same losses on every layout as one process with the masked-LM head on
+every position (the head now runs on the masked positions only), both losses fall, and a trained checkpoint
 converts to a transformers BertForPreTraining that gives the same logits."""
 
 import argparse
@@ -26,20 +27,41 @@ def _argv(data_prefix, vocab_file, *extra, batch_size=4):
             "--vocab-file", vocab_file, "--num-workers", "0", *extra]
 
 
-def _train(argv):
+def _full_head_forward_step(batch, model, args, loss_tokens):
+    """The masked-LM head on every position and the unfused loss, as pretrain_bert.py computed it before
+    the head ran on the masked positions only: the reference."""
+    import torch.nn.functional as F
+
+    import mpu
+    lm_logits, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"])
+    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0), args.text_vocab_size)
+    lm_loss = (lm_losses * batch["loss_mask"].float()).sum() / loss_tokens
+    nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
+    return lm_loss + nsp_loss, {"lm loss": lm_loss.detach(), "nsp loss": nsp_loss.detach()}
+
+
+def _train(argv, full_head=False):
     import pretrain_bert
-    history = pretrain_bert.main(argv)
+    steps = pretrain_bert.STEPS
+    if full_head:
+        pretrain_bert.STEPS = steps._replace(forward_step=_full_head_forward_step)
+    try:
+        history = pretrain_bert.main(argv)
+    finally:
+        pretrain_bert.STEPS = steps
     return [(history[i]["lm loss"], history[i]["nsp loss"]) for i in sorted(history)]
 
 
 @pytest.fixture(scope="module")
 def reference(bert_small_prefix, bert_small_vocab_file):
-    """One process, batch 8. Samples vary in length (--short-seq-prob 0.1) and so in masked positions."""
-    (losses,) = run_distributed(1, _train, _argv(bert_small_prefix, bert_small_vocab_file, batch_size=8))
+    """One process, batch 8, the head on every position. Samples vary in length (--short-seq-prob 0.1)
+    and padding, and so in masked positions."""
+    (losses,) = run_distributed(1, _train, _argv(bert_small_prefix, bert_small_vocab_file, batch_size=8), True)
     return losses
 
 
 LAYOUTS = {  # the masked-LM loss is a mean over the global batch's masked positions, whatever the layout
+    "1 process, micro batch 8": (1, [], 8),
     "2 ranks ZeRO-2, micro batch 4": (2, ["--zero-stage", "2"], 4),
     "1 rank, micro batch 4 x accumulation 2": (1, ["--gradient-accumulation-steps", "2"], 4),
     "TP=2": (2, ["--model-parallel-size", "2"], 8),
@@ -99,8 +121,9 @@ def _binary_head_body():
                             torch.randint(100, 200, (32, 20), generator=generator))
             yield {"text": torch.cat([a, b], 1), "types": (torch.arange(40) >= 20).long().expand(32, 40).clone(),
                    "labels": torch.full((32, 40), -1), "loss_mask": torch.zeros(32, 40, dtype=torch.long),
-                   "padding_mask": torch.ones(32, 40, dtype=torch.long), "is_random": label}
-    data, args = batches(), argparse.Namespace(text_vocab_size=512)
+                   "padding_mask": torch.ones(32, 40, dtype=torch.long), "is_random": label,
+                   "lm_positions": torch.zeros(32, 6, dtype=torch.long)}
+    data, args = batches(), argparse.Namespace()
     nsp = []
     for _ in range(80):
         loss, values = pretrain_bert.forward_step(next(data), model, args, torch.tensor(1.0))
