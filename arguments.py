@@ -231,6 +231,9 @@ def add_training_args(parser):
     group.add_argument("--reset-attention-mask", action="store_true",
                        help="no attention across an end-of-document token of a packed sample")
     group.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
+    group.add_argument("--timing-breakdown", action="store_true",
+                       help="log the share of the iterations' time in forward+loss, backward, the optimizer step and "
+                            "the rest (the device synchronised around each part: slows the step a little)")
     group.add_argument("--skip-train", "--eval-only", action="store_true",
                        help="train nothing: load --load, evaluate on the validation and test data, and exit")
     group.add_argument("--max-skipped-steps", type=int, default=10,
@@ -298,18 +301,24 @@ def add_checkpointing_args(parser):
 def add_mixed_precision_args(parser):
     group = parser.add_argument_group("mixed precision")
     group.add_argument("--fp16", action="store_true", help="fp16 with loss scaling (GPU only; on CPU use --bf16)")
-    group.add_argument("--bf16", action="store_true", help="bfloat16 (CPU and recent GPUs)")
+    group.add_argument("--bf16", action="store_true",
+                       help="bfloat16 mixed precision (CPU and recent GPUs): fp32 weights and optimizer, the forward "
+                            "and backward under torch.autocast (DeepSpeed's torch_autocast), as a bare torch loop "
+                            "trains")
+    group.add_argument("--bf16-weights", action="store_true",
+                       help="bfloat16 weights and gradients with an fp32 master copy (DeepSpeed's bf16 optimizer, "
+                            "what --bf16 was before): the same bytes per parameter at ZeRO-1/2, a slower step")
     group.add_argument("--loss-scale", type=float, default=0, help="static loss scale; 0 = dynamic")
     group.add_argument("--initial-loss-scale", type=float, default=2 ** 16, help="first dynamic loss scale")
     group.add_argument("--loss-scale-window", type=int, default=1000, help="steps without overflow before raising")
     group.add_argument("--hysteresis", type=int, default=2, help="overflows tolerated before lowering the scale")
     group.add_argument("--min-loss-scale", type=float, default=1, help="the dynamic scale never goes below this")
     group.add_argument("--fp32-embedding", action="store_true",
-                       help="BERT: sum the embeddings and their LayerNorm in fp32 under --bf16/--fp16")
+                       help="BERT: sum the embeddings and their LayerNorm in fp32 under --bf16-weights/--fp16")
     group.add_argument("--fp32-tokentypes", action="store_true",
-                       help="BERT: add the token-type embeddings in fp32 under --bf16/--fp16")
+                       help="BERT: add the token-type embeddings in fp32 under --bf16-weights/--fp16")
     group.add_argument("--fp32-layernorm", action="store_true",
-                       help="compute every LayerNorm in fp32 under --bf16/--fp16 (output in the model's dtype)")
+                       help="compute every LayerNorm in fp32 under --bf16-weights/--fp16 (output in the model's dtype)")
     group.add_argument("--fp32-allreduce", action="store_true",
                        help="all-reduce gradients in fp32 (ds_config communication_data_type)")
     return parser
@@ -628,8 +637,14 @@ def check_args(args):
                         f"{args.pipe_parallel_size} stages: choose a number of stages that divides the layers")
     if args.override_lr_scheduler and args.use_checkpoint_lr_scheduler:
         problems.append("--override-lr-scheduler and --use-checkpoint-lr-scheduler are exclusive: flags or checkpoint")
-    if args.fp16 and args.bf16:
-        problems.append("--fp16 and --bf16 are exclusive: choose one")
+    if args.timing_breakdown and args.pipe_parallel_size > 1:
+        problems.append("--timing-breakdown with --pipe-parallel-size: the pipeline engine runs forward, backward and "
+                        "step itself, interleaved over the stages; drop one of them")
+    if args.bf16 and args.bf16_weights:
+        problems.append("--bf16 and --bf16-weights are exclusive (both are bf16: fp32 weights under autocast, or bf16 "
+                        "weights with an fp32 master copy): choose one")
+    if args.fp16 and (args.bf16 or args.bf16_weights):
+        problems.append(f"--fp16 and {'--bf16' if args.bf16 else '--bf16-weights'} are exclusive: choose one")
     if args.seq_length > args.max_position_embeddings:
         problems.append(f"--seq-length {args.seq_length} exceeds --max-position-embeddings "
                         f"{args.max_position_embeddings}")

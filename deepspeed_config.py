@@ -86,7 +86,7 @@ def _cpu():
 
 def build_ds_config(args, data_parallel_size):
     """The config dict for deepspeed.initialize; updates args.batch_size, args.gradient_accumulation_steps,
-    args.fp16 and args.bf16 to what the config decides."""
+    args.fp16, args.bf16 and args.bf16_weights to what the config decides."""
     source = args.deepspeed_config or "the ds_config built from flags"
     if args.deepspeed_config:
         try:
@@ -153,10 +153,31 @@ def _batch_sizes(config, fill, args, dp, source):
 
 
 def _precision(config, fill, args, source):
+    """fp16 / bf16 sections: DeepSpeed's low-precision weights with an fp32 master copy (--fp16,
+    --bf16-weights); torch_autocast: fp32 weights, the model run under torch.autocast (--bf16). After it,
+    args.bf16 says bf16 compute either way and args.bf16_weights which of the two."""
     fp16 = config.setdefault("fp16", {})
     bf16 = config.setdefault("bf16", config.pop("bfloat16", {}))
+    autocast = config.setdefault("torch_autocast", {})
     args.fp16 = bool(fill.resolve(fp16, "enabled", "--fp16", args.fp16, "fp16.enabled"))
-    args.bf16 = bool(fill.resolve(bf16, "enabled", "--bf16", args.bf16, "bf16.enabled"))
+    written = bf16.get("enabled", "auto") != "auto"
+    args.bf16_weights = bool(fill.resolve(bf16, "enabled", "--bf16-weights", args.bf16_weights, "bf16.enabled"))
+    if written and args.bf16_weights and "bf16" in args.explicit and "bf16_weights" not in args.explicit:
+        raise ConfigError(f"{source} enables bf16 (bf16 weights, DeepSpeed's bf16 optimizer) and --bf16 (fp32 weights "
+                          "under torch.autocast) was given: give --bf16-weights for the first, or set bf16.enabled "
+                          "to \"auto\" for the second")
+    autocast_wanted = args.bf16 and not args.bf16_weights
+    if bool(fill.resolve(autocast, "enabled", "--bf16", autocast_wanted, "torch_autocast.enabled")):
+        dtype = fill.resolve(autocast, "dtype", None, "torch.bfloat16", "torch_autocast.dtype")
+        if dtype not in ("torch.bfloat16", "bfloat16"):
+            raise ConfigError(f"{source}: torch_autocast.dtype {dtype!r}: autocast here is bfloat16 (for fp16 use "
+                              "--fp16, DeepSpeed's fp16 with loss scaling)")
+        if args.fp16 or args.bf16_weights:
+            raise ConfigError(f"{source}: torch_autocast and {'fp16' if args.fp16 else 'bf16'} are both enabled; "
+                              "choose one")
+        args.bf16 = True
+    else:
+        args.bf16 = args.bf16_weights
     if args.fp16 and args.bf16:
         raise ConfigError(f"{source}: fp16 and bf16 are both enabled; choose one")
     if args.fp16 and _cpu():
@@ -171,6 +192,14 @@ def _precision(config, fill, args, source):
             fill.resolve(fp16, key, flag, value, f"fp16.{key}")
     if args.fp32_allreduce:
         fill.resolve(config, "communication_data_type", "--fp32-allreduce", "fp32")
+
+
+def precision_name(args):
+    """The run's precision as a checkpoint's manifest records it ("bf16": bf16 weights, as every bf16 run
+    was before --bf16 meant autocast; "bf16 autocast": fp32 weights under autocast)."""
+    if args.bf16:
+        return "bf16" if args.bf16_weights else "bf16 autocast"
+    return "fp16" if args.fp16 else "fp32"
 
 
 # --optimizer -> the ds_config optimizer type (Adafactor and SGD are torch.optim's, which DeepSpeed builds by name)

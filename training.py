@@ -41,6 +41,7 @@ from model.moe import active_expert_parameters, is_moe
 from model.normalization import NORMS, compute_layernorms_in_fp32
 from model.transformer import ParallelTransformerLayer
 from precision import emulated_bf16_warning
+from step_timing import StepParts
 
 NORM_TYPES = (torch.nn.LayerNorm, *NORMS.values())
 
@@ -292,7 +293,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         lr_scheduler=None if "scheduler" in ds_config else megatron_scheduler(args))
     engine.optimizer_parameter_names = names_by_position
     skip_one_rank_allreduce(engine)
-    if engine.zero_optimization_stage() == 0 and not (args.bf16 or args.fp16):
+    if engine.zero_optimization_stage() == 0 and not (args.bf16_weights or args.fp16):
         guard_fp32_steps(engine)
     return engine, tokenizer, datasets, global_batch
 
@@ -336,17 +337,21 @@ def _compile_layers(model, zero_stage):
             module.compile()
 
 
-def _train_step(steps, train_iterator, engine, args):
+def _untimed(part, call, *args):
+    return call(*args)
+
+
+def _train_step(steps, train_iterator, engine, args, parts=None):
     """One iteration (--gradient-accumulation-steps micro-batches and an optimizer step): (this rank's
-    logged values, on the device, grad norm or None)."""
+    logged values, on the device, grad norm or None). parts: a step_timing.StepParts timing each part."""
     if args.pipe_parallel_size > 1:  # the engine runs the micro-batches through the stages
         values = {"lm loss": engine.train_batch(train_iterator)}
     else:
-        values, accumulation = {}, args.gradient_accumulation_steps
+        values, accumulation, run = {}, args.gradient_accumulation_steps, parts.run if parts else _untimed
         for batch, loss_tokens in micro_batches(steps.get_batch, train_iterator, args, accumulation):
-            loss, step_values = steps.forward_step(batch, engine, args, loss_tokens)
-            engine.backward(loss)
-            engine.step()
+            loss, step_values = run("forward+loss", steps.forward_step, batch, engine, args, loss_tokens)
+            run("backward", engine.backward, loss)
+            run("optimizer", engine.step)
             for name, value in step_values.items():
                 values[name] = values.get(name, 0.0) + value / accumulation
     return values, engine.get_global_grad_norm()
@@ -379,7 +384,7 @@ class _LogWindow:
 def _precision_of(engine, args):
     if engine.torch_autocast_enabled():  # a ds_config "torch_autocast": fp32 weights, forward under autocast
         return f"fp32 weights, {str(engine.torch_autocast_dtype()).replace('torch.', '')} autocast"
-    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    return "bf16 weights, fp32 master" if args.bf16_weights else "fp16" if args.fp16 else "fp32"
 
 
 def _nothing_to_train(args, iteration, tag):
@@ -429,13 +434,14 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
     stop = _StopSignal()
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
     history, window, last_saved, skipped_in_a_row = {}, _LogWindow(), resumed_tag, 0
+    parts = StepParts() if args.timing_breakdown else None
 
     def save():
         save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,))
         return f"global_step{iteration}"
     while iteration < args.train_iters:
         started, skipped_before = time.time(), engine.skipped_steps
-        values, norm = _train_step(steps, train_iterator, engine, args)
+        values, norm = _train_step(steps, train_iterator, engine, args, parts)
         iteration += 1
         skipped_in_a_row = skipped_in_a_row + 1 if engine.skipped_steps > skipped_before else 0
         if args.max_skipped_steps and skipped_in_a_row >= args.max_skipped_steps:
@@ -446,7 +452,7 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
             logged, means = window.close()
             history.update(logged)
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
-                           writer)
+                           writer, parts)
             window = _LogWindow()
         if iteration % args.eval_interval == 0:
             _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
@@ -461,7 +467,8 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
     return {**history, **window.close()[0]}, False
 
 
-def _log_iteration(args, engine, iteration, consumed, closed_window, norm, global_batch, flops_per_token, writer):
+def _log_iteration(args, engine, iteration, consumed, closed_window, norm, global_batch, flops_per_token, writer,
+                   parts=None):
     means, window = closed_window
     elapsed = window.seconds / len(window.iterations)
     tokens_per_second = global_batch * args.seq_length / elapsed
@@ -472,13 +479,20 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
                "TFLOP/s per device": tflops, **means}
     if norm is not None:
         scalars["grad norm"] = float(norm)
+    accelerator = get_accelerator()
+    if accelerator.device_name() != "cpu":  # the allocator's own count; a CPU has none
+        scalars["peak memory (GiB)"] = accelerator.max_memory_allocated() / 2 ** 30
+    shares = {f"{part} share": share for part, share in parts.shares(window.seconds).items()} if parts else {}
+    scalars.update(shares)
     line = (f" iteration {iteration:8d}/{args.train_iters:8d} | consumed samples: {consumed:12d} | "
             f"elapsed time per iteration (ms): {elapsed * 1000:.1f} | learning rate: {learning_rate:.3E} | "
             + "".join(f"{name}: {value:.6E} | " for name, value in means.items())
             + f"loss scale: {loss_scale:.1f} | "
             + (f"grad norm: {float(norm):.3f} | " if norm is not None else "")
             + (f"number of skipped iterations: {engine.skipped_steps} | " if args.fp16 or engine.skipped_steps else "")
-            + f"tokens per second: {tokens_per_second:.1f} | TFLOP/s per device: {tflops:.3f} |")
+            + f"tokens per second: {tokens_per_second:.1f} | TFLOP/s per device: {tflops:.3f} |"
+            + (f" peak memory (GiB): {scalars['peak memory (GiB)']:.2f} |" if "peak memory (GiB)" in scalars else "")
+            + "".join(f" {name}: {share:.1%} |" for name, share in shares.items()))
     print_rank_0(line)
     if writer:
         for name, value in scalars.items():

@@ -13,10 +13,11 @@ Systems run interleaved, --rounds times each, --iters timed iterations a round a
 the median round is kept and the spread (max - min over median) printed. Dropout is off everywhere,
 AdamW everywhere (torch's fused kernel, as pretrain_gpt2.py's on a CPU), the same micro batch and
 sequence length. bf16 runs only where the CPU has native bf16 (said when it does not): the bare loops
-under torch.autocast, pretrain_gpt2.py with --bf16 (DeepSpeed's bf16: bf16 weights, fp32 master copy).
-The last block is a profile of pretrain_gpt2.py's step: the share of its time inside forward+loss,
-backward and the optimizer step (the engine's own calls, timed), and the rest: the bookkeeping of the
-loop. forward+loss includes the output layer's gradients, which the fused loss computes there.
+under torch.autocast, pretrain_gpt2.py with --bf16 (fp32 weights under autocast, DeepSpeed's
+torch_autocast), and in bf16 also with --bf16-weights (DeepSpeed's bf16 optimizer). The last block is a profile of
+the training script's step by its --timing-breakdown: the share of its time inside forward+loss,
+backward and the optimizer step, and the rest (data, the loop's bookkeeping). forward+loss includes
+the output layer's gradients, which the fused loss computes there.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import functools
 import importlib.util
 import io
 import os
+import re
 import statistics
 import sys
 import time
@@ -108,65 +110,56 @@ def transformers_bare(shape, precision, iterations):
     return _bare_loop(model, loss_of, shape, precision, iterations)
 
 
-class _StepTimes:
-    """pretrain_gpt2.py's run with its iterations timed, and the engine's forward+loss, backward and
-    step calls inside them (profile=True synchronises the device around each, so only then)."""
+@contextlib.contextmanager
+def _iteration_starts(entry, forward_step=None):
+    """The start times of `entry`'s (pretrain_gpt2 or pretrain_bert) training iterations, appended to the
+    list yielded; forward_step in place of the entry's own."""
+    import training
+    train_step, steps, starts = training._train_step, entry.STEPS, []
 
-    def __init__(self, profile):
-        self.profile, self.starts, self.parts = profile, [], {"forward+loss": 0.0, "backward": 0.0, "step": 0.0}
+    def timed_step(*args):
+        starts.append(time.perf_counter())
+        return train_step(*args)
+    training._train_step = timed_step
+    entry.STEPS = steps._replace(forward_step=forward_step or steps.forward_step)
+    try:
+        yield starts
+    finally:
+        training._train_step, entry.STEPS = train_step, steps
 
-    def timed(self, part, call):
-        def run(*args, **kwargs):
-            if not self.profile or len(self.starts) <= WARMUP:
-                return call(*args, **kwargs)
-            _sync()
-            started = time.perf_counter()
-            result = call(*args, **kwargs)
-            _sync()
-            self.parts[part] += time.perf_counter() - started
-            return result
-        return run
 
-    @contextlib.contextmanager
-    def installed(self, entry, forward_step=None):
-        """Timing `entry`'s (pretrain_gpt2 or pretrain_bert) steps; forward_step in place of its own."""
-        import training
-        train_step, steps = training._train_step, entry.STEPS
-        forward_step = forward_step or steps.forward_step
-
-        def timed_step(step_steps, iterator, engine, args):
-            self.starts.append(time.perf_counter())
-            if len(self.starts) == 1:
-                engine.backward, engine.step = self.timed("backward", engine.backward), self.timed("step", engine.step)
-            return train_step(step_steps, iterator, engine, args)
-        training._train_step = timed_step
-        entry.STEPS = steps._replace(forward_step=self.timed("forward+loss", forward_step))
-        try:
-            yield self
-        finally:
-            training._train_step, entry.STEPS = train_step, steps
+SHARES = re.compile(r" (forward\+loss|backward|optimizer|rest) share: (-?[0-9.]+)%")
 
 
 def full_step(shape, precision, iterations, profile=False, zero_stage=0, entry="pretrain_gpt2", full_head=False,
-              extra=()):
+              extra=(), bf16_weights=False):
     """Seconds of `iterations` iterations of `entry`.py after warm-up (from the start of the first timed
-    iteration to the end of the run's loop), and the step's profile. full_head: pretrain_bert.py's
-    masked-LM head on every position."""
+    iteration to the end of the run's loop), and with profile the step's parts: their mean shares over the
+    timed iterations by --timing-breakdown (which synchronises the device around each, so only then).
+    full_head: pretrain_bert.py's masked-LM head on every position. bf16_weights: bf16 as --bf16-weights."""
     import mpu
     module = importlib.import_module(entry)
     layers, hidden, heads, seq, batch = shape
+    log_interval = 1 if profile else WARMUP + iterations
     argv = ["--num-layers", str(layers), "--hidden-size", str(hidden), "--num-attention-heads", str(heads),
             "--seq-length", str(seq), "--max-position-embeddings", str(seq), "--batch-size", str(batch),
-            "--train-iters", str(WARMUP + iterations), "--log-interval", str(WARMUP + iterations), "--eval-iters", "0",
+            "--train-iters", str(WARMUP + iterations), "--log-interval", str(log_interval), "--eval-iters", "0",
             "--hidden-dropout", "0", "--attention-dropout", "0", "--lr", "1e-4", "--zero-stage", str(zero_stage),
-            *(["--bf16"] if precision == "bf16" else []), *extra]
+            *([] if precision == "fp32" else ["--bf16-weights"] if bf16_weights else ["--bf16"]),
+            *(["--timing-breakdown"] if profile else []), *extra]
     mpu.destroy_model_parallel()
-    forward_step = module.full_head_forward_step if full_head else None
-    with _StepTimes(profile).installed(module, forward_step) as times, contextlib.redirect_stdout(io.StringIO()):
+    printed = io.StringIO()
+    with _iteration_starts(module, module.full_head_forward_step if full_head else None) as starts, \
+            contextlib.redirect_stdout(printed):
         module.main(argv)
         _sync()
         ended = time.perf_counter()
-    return ended - times.starts[WARMUP], times.parts
+    lines = [line for line in printed.getvalue().splitlines() if "tokens per second" in line][WARMUP:]
+    parts = {}
+    for line in lines if profile else []:
+        for part, share in SHARES.findall(line):
+            parts[part] = parts.get(part, 0.0) + float(share) / len(lines)
+    return ended - starts[WARMUP], parts
 
 
 def bert_systems(zero_stage):
@@ -182,7 +175,7 @@ def bert_systems(zero_stage):
             "pretrain_bert.py, head on all": functools.partial(step, full_head=True)}
 
 
-REFERENCE = "transformers GPT2LMHeadModel"
+REFERENCE, BF16_WEIGHTS = "transformers GPT2LMHeadModel", "pretrain_gpt2.py, --bf16-weights"
 SYSTEMS = {"ours, bare loop": ours_bare, "pretrain_gpt2.py step": full_step, REFERENCE: transformers_bare}
 
 
@@ -205,7 +198,8 @@ def main():
         systems = bert_systems(args.zero_stage)
         baseline, reference, profiled = "pretrain_bert.py, head on all", None, systems["pretrain_bert.py, head on masked"]
     else:
-        systems = {**SYSTEMS, "pretrain_gpt2.py step": functools.partial(full_step, zero_stage=args.zero_stage)}
+        systems = {**SYSTEMS, "pretrain_gpt2.py step": functools.partial(full_step, zero_stage=args.zero_stage),
+                   BF16_WEIGHTS: functools.partial(full_step, zero_stage=args.zero_stage, bf16_weights=True)}
         baseline, reference, profiled = "ours, bare loop", REFERENCE, systems["pretrain_gpt2.py step"]
     if reference and importlib.util.find_spec("transformers") is None:  # the reference: a test requirement
         print("transformers is not installed: no reference column")
@@ -221,9 +215,10 @@ def main():
         if precision == "bf16" and not torch.cuda.is_available() and not native_bf16():
             print("bf16: skipped, this CPU has no native bf16 (it would be emulated, far slower than fp32)")
             continue
-        seconds = {name: [] for name in systems}
+        running = {name: run for name, run in systems.items() if precision == "bf16" or name != BF16_WEIGHTS}
+        seconds = {name: [] for name in running}
         for _ in range(args.rounds):
-            for name, run in systems.items():
+            for name, run in running.items():
                 result = run(shape, precision, args.iters)
                 seconds[name].append(result[0] if isinstance(result, tuple) else result)
         base = statistics.median(seconds[baseline])
@@ -233,10 +228,9 @@ def main():
             versus = f"{statistics.median(seconds[reference]) / median:5.2f}x transformers  " if reference else ""
             print(f"  {name:30s} {tokens / median:10.0f} tokens/s  {versus}{base / median:5.2f}x {baseline}  "
                   f"spread {(max(times) - min(times)) / median:5.1%}", flush=True)
-        total, parts = profiled(shape, precision, args.iters, profile=True)
-        outside = total - sum(parts.values())
-        print("  its training step, profiled (device synchronised around each part): " + ", ".join(
-            f"{part} {value / total:.1%}" for part, value in parts.items()) + f", outside them {outside / total:.1%}",
+        _, parts = profiled(shape, precision, args.iters, profile=True)
+        print("  its training step, --timing-breakdown (device synchronised around each part): " + ", ".join(
+            f"{part} {share:.1f}%" for part, share in parts.items()),
             flush=True)
 
 

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 import mpu
+from deepspeed_config import precision_name
 from initialize import UsageError, print_rank_0, rng_state, set_random_seed, set_rng_state
 from learning_rates import continue_schedule, settings_from_checkpoint
 
@@ -109,7 +110,7 @@ def layout_of_run(engine, args):
     return {"tensor_parallel": mpu.get_model_parallel_world_size(),
             "pipeline_parallel": mpu.get_pipeline_model_parallel_world_size(),
             "data_parallel": mpu.get_data_parallel_world_size(), "zero_stage": engine.zero_optimization_stage(),
-            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
+            "precision": precision_name(args)}
 
 
 _LAYOUT_WORDS = (("tensor_parallel", "TP {}"), ("pipeline_parallel", "PP {}"), ("data_parallel", "DP {}"),

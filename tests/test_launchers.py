@@ -39,7 +39,7 @@ def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, data_prefix):
     assert result.returncode == 0, output[-4000:]
     assert len(LOG_LINE.findall(output)) == 2, output[-4000:]
     assert "validation loss at iteration 2 | lm loss value:" in output and "lm loss PPL:" in output
-    assert "data parallel 2" in output and "ZeRO stage 2, bf16" in output
+    assert "data parallel 2" in output and "ZeRO stage 2, fp32 weights, bfloat16 autocast" in output
     assert (checkpoints / "latest").read_text().strip() == "global_step4"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "runs"))
     # the checkpoint of two data-parallel ranks generates at two tensor-parallel ranks as in one process
@@ -110,11 +110,14 @@ def test_emulated_bf16_is_one_warning_with_this_machines_ratio(monkeypatch):
 
 
 def test_gpu_benchmark_rows_parse_in_a_dry_run():
-    """scripts/benchmark_gpu.sh --dry-run checks every row's flags on any machine; RUNS picks rows."""
+    """scripts/benchmark_gpu.sh --dry-run checks every run's flags on any machine; SIZES, SEQS and MICRO narrow
+    the sweep (each grid point runs with and without activation checkpointing)."""
     result = _script("benchmark_gpu.sh", {}, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if "flags ok: pretrain_gpt2.py" in line]
-    assert len(rows) == 10 and any("--compile" in row for row in rows) and any("--fp16" in row for row in rows) \
-        and any("ds_zero1_bf16_autocast.json" in row for row in rows), result.stdout
-    picked = _script("benchmark_gpu.sh", {"RUNS": "350m-bf16-z1"}, "--dry-run")
-    assert picked.returncode == 0 and picked.stdout.count("flags ok") == 1, picked.stdout
+    assert len(rows) == 2 * 2 * 2 * 4 + 2 + 4 + 2, result.stdout
+    assert any("--compile" in row for row in rows) and any("--fp16" in row for row in rows) \
+        and any("--bf16-weights" in row for row in rows) and any("--attention-types local" in row for row in rows)
+    assert all("--bf16" in row.split() or "--fp16" in row.split() or "--bf16-weights" in row.split() for row in rows)
+    picked = _script("benchmark_gpu.sh", {"SIZES": "gpt2-350m", "SEQS": "1024", "MICRO": "8"}, "--dry-run")
+    assert picked.returncode == 0 and picked.stdout.count("flags ok") == 2 + 1 + 4 + 2, picked.stdout

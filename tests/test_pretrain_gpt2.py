@@ -56,6 +56,31 @@ def test_losses_agree_across_layouts(layout, reference, data_prefix):
         _assert_same_losses(rank_losses, reference)
 
 
+def _printed_run(argv):
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        losses = train(argv)
+    return losses, printed.getvalue()
+
+
+def test_timing_breakdown_logs_the_parts_of_the_step_and_changes_no_loss(reference, data_prefix):
+    """--timing-breakdown: each log line gives forward+loss, backward, optimizer and rest as shares of
+    the iterations' time (here with accumulation, so forward and backward run twice an iteration)."""
+    import re
+    ((losses, printed),) = run_distributed(1, _printed_run, train_argv(data_prefix, "--timing-breakdown",
+                                                                      "--gradient-accumulation-steps", "2",
+                                                                      batch_size=4))
+    _assert_same_losses(losses, reference)
+    lines = [line for line in printed.splitlines() if "lm loss:" in line]
+    assert len(lines) == ITERS
+    for line in lines:
+        shares = dict(re.findall(r" (forward\+loss|backward|optimizer|rest) share: (-?[0-9.]+)%", line))
+        assert set(shares) == {"forward+loss", "backward", "optimizer", "rest"}, line
+        assert all(float(share) > 0 for share in shares.values()), line
+        assert abs(sum(float(share) for share in shares.values()) - 100) < 0.5, line
+
+
 def _errors_body(data_prefix, tmp, world_size):
     messages = {}
     if world_size == 1:

@@ -1,0 +1,32 @@
+"""--timing-breakdown: where a training step's time goes. Forward (with the loss), backward and the
+optimizer step are each timed with the device synchronised before and after, so the log line can say
+what share of the iterations' time each took and what was left (data, logging, the loop). The
+synchronisation removes whatever overlap there was between the parts (and costs a host round trip
+three times a micro-batch), so a run measured for speed leaves the flag off."""
+
+import time
+
+from deepspeed.accelerator import get_accelerator
+
+PARTS = ("forward+loss", "backward", "optimizer")
+
+
+class StepParts:
+    def __init__(self):
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+
+    def run(self, part, call, *args):
+        """call(*args), its time (device synchronised around it) added to `part`."""
+        get_accelerator().synchronize()
+        started = time.perf_counter()
+        result = call(*args)
+        get_accelerator().synchronize()
+        self.seconds[part] += time.perf_counter() - started
+        return result
+
+    def shares(self, total_seconds):
+        """{part: share of total_seconds} with "rest" for what the parts leave; the counts start again."""
+        shares = {part: seconds / total_seconds for part, seconds in self.seconds.items()}
+        shares["rest"] = 1.0 - sum(shares.values())
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+        return shares
