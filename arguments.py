@@ -307,7 +307,8 @@ def add_mixed_precision_args(parser):
                             "trains")
     group.add_argument("--bf16-weights", action="store_true",
                        help="bfloat16 weights and gradients with an fp32 master copy (DeepSpeed's bf16 optimizer, "
-                            "what --bf16 was before): the same bytes per parameter at ZeRO-1/2, a slower step")
+                            "what --bf16 was before): less memory (ZeRO-1/2: 2 + 14/Nd bytes a parameter against "
+                            "--bf16's 4 + 16/Nd; ZeRO-3: 16/Nd against 20/Nd), a slower optimizer step")
     group.add_argument("--loss-scale", type=float, default=0, help="static loss scale; 0 = dynamic")
     group.add_argument("--initial-loss-scale", type=float, default=2 ** 16, help="first dynamic loss scale")
     group.add_argument("--loss-scale-window", type=int, default=1000, help="steps without overflow before raising")

@@ -2,16 +2,19 @@
 DeepSpeed's own estimators, and the activations a layer keeps for backward with and without
 activation checkpointing.
 
-    python benchmarks/memory.py [--model-size gpt2-124m] [--ranks 2] [--stages 0 1 2 3] [--precision bf16]
+    python benchmarks/memory.py [--model-size gpt2-124m] [--ranks 2] [--stages 0 1 2 3]
+        [--precision bf16-weights|bf16|fp32]
         [--seq-length 1024] [--batch-size 1]
 
 Model states: pretrain_gpt2.py runs two iterations per stage; just before the second optimizer step
 (gradients of this iteration and optimizer states of the first in place) every tensor reachable from
 the engine is counted once per storage, as parameters (the module's weights or ZeRO-3's partitions),
 gradients, optimizer (fp32 master copies and moments) or buffers (communication buckets and the
-like). ZeRO's paper counts mixed precision as 2 + 2 + 12 bytes a parameter (Psi): 16 Psi at stage 0,
-4 Psi + 12 Psi / Nd at 1, 2 Psi + 14 Psi / Nd at 2, 16 Psi / Nd at 3. DeepSpeed's estimators
-(estimate_zero2/3_model_states_mem_needs, no offload) are printed beside. Activations: the bytes of
+like). ZeRO's paper counts mixed precision (--bf16-weights) as 2 + 2 + 12 bytes a parameter (Psi): 16 Psi
+at stage 0, 4 Psi + 12 Psi / Nd at 1, 2 Psi + 14 Psi / Nd at 2, 16 Psi / Nd at 3; fp32 weights (fp32, and
+--bf16's autocast) are counted as DeepSpeed keeps them: 16 Psi, 4 Psi + 16 Psi / Nd at 1 and 2, 20 Psi / Nd
+at 3. DeepSpeed's estimators (estimate_zero2/3_model_states_mem_needs, no offload) are printed beside
+(they count mixed precision). Activations: the bytes of
 the tensors one transformer layer saves for backward (saved-tensor hooks, one count per storage) for
 one micro-batch, as a full layer and under activation checkpointing; and what the output layer with
 its loss keeps, unfused and fused (mpu.vocab_parallel_output_cross_entropy).
@@ -29,8 +32,12 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MIB = 2 ** 20
-FORMULA = {0: lambda psi, nd: 16 * psi, 1: lambda psi, nd: 4 * psi + 12 * psi / nd,
-           2: lambda psi, nd: 2 * psi + 14 * psi / nd, 3: lambda psi, nd: 16 * psi / nd}
+MIXED_PRECISION = {0: lambda psi, nd: 16 * psi, 1: lambda psi, nd: 4 * psi + 12 * psi / nd,
+                   2: lambda psi, nd: 2 * psi + 14 * psi / nd, 3: lambda psi, nd: 16 * psi / nd}
+# fp32 weights (fp32, --bf16's autocast): weights 4 Psi, and DeepSpeed's ZeRO keeps an fp32 master partition
+# beside them as for low-precision weights (12 Psi / Nd with the moments), gradients partitioned from stage 1
+FP32_WEIGHTS = {0: lambda psi, nd: 16 * psi, 1: lambda psi, nd: 4 * psi + 16 * psi / nd,
+                2: lambda psi, nd: 4 * psi + 16 * psi / nd, 3: lambda psi, nd: 20 * psi / nd}
 
 
 def _tensors(value, depth=0):
@@ -78,7 +85,7 @@ def _measure_stage(argv):
     import training
     measured, train_step = {}, training._train_step
 
-    def measuring_step(steps, iterator, engine, args):
+    def measuring_step(steps, iterator, engine, args, parts=None):
         if engine.global_steps == 1 and not measured:
             step = engine.step
 
@@ -87,7 +94,7 @@ def _measure_stage(argv):
                 engine.step = step
                 return step(*a, **k)
             engine.step = step_then_restore
-        return train_step(steps, iterator, engine, args)
+        return train_step(steps, iterator, engine, args, parts)
     training._train_step = measuring_step
     mpu.destroy_model_parallel()
     try:
@@ -133,6 +140,13 @@ def _initialize_one_process():
     set_random_seed(1234)
 
 
+def _numerics(args):
+    """(the weights' and the layer input's dtype, the context the model runs in) of args.precision."""
+    if args.precision == "bf16":  # fp32 weights under autocast
+        return torch.float32, torch.autocast("cpu", dtype=torch.bfloat16)
+    return (torch.bfloat16 if args.precision == "bf16-weights" else torch.float32), contextlib.nullcontext()
+
+
 def activation_bytes(args):
     """(bytes a layer saves for backward, the same under activation checkpointing) for one micro-batch."""
     import mpu
@@ -142,13 +156,14 @@ def activation_bytes(args):
     _, hidden, heads = MODEL_SIZES[args.model_size]
     layer = ParallelTransformerLayer(hidden, heads, 4 * hidden, 0.1, 0.1, init_normal(0.02), init_normal(0.02),
                                      1e-5, causal=True, pre_layernorm=True, architecture=Architecture())
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    dtype, numerics = _numerics(args)
     layer = layer.to(dtype)
     x = torch.randn(args.batch_size, args.seq_length, hidden, dtype=dtype, requires_grad=True)
     sizes = []
     for checkpointed in (False, True):
-        size, y = _saved_bytes(lambda on=checkpointed: mpu.checkpoint(layer, x) if on else layer(x),
-                               [x, *layer.parameters()])
+        with numerics:
+            size, y = _saved_bytes(lambda on=checkpointed: mpu.checkpoint(layer, x) if on else layer(x),
+                                   [x, *layer.parameters()])
         sizes.append(size)
         y.float().sum().backward()
     return sizes
@@ -160,7 +175,7 @@ def output_layer_bytes(args):
     import mpu
     from arguments import MODEL_SIZES
     _, hidden, _ = MODEL_SIZES[args.model_size]
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    dtype, numerics = _numerics(args)
     x = torch.randn(args.batch_size, args.seq_length, hidden, dtype=dtype, requires_grad=True)
     weight = torch.nn.Parameter(torch.randn(50304, hidden, dtype=dtype) * 0.02)
     target = torch.randint(0, 50257, (args.batch_size, args.seq_length))
@@ -171,7 +186,8 @@ def output_layer_bytes(args):
         return (losses * loss_weights).sum()
     sizes = []
     for compute in (unfused, lambda: mpu.vocab_parallel_output_cross_entropy(x, weight, target, loss_weights, 50257)[0]):
-        size, loss = _saved_bytes(compute, [x, weight])
+        with numerics:
+            size, loss = _saved_bytes(compute, [x, weight])
         sizes.append(size)
         loss.backward()
     return sizes
@@ -187,14 +203,16 @@ def main():
     parser.add_argument("--model-size", default="gpt2-124m")
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--precision", choices=("bf16-weights", "bf16", "fp32"), default="bf16-weights",
+                        help="bf16-weights: DeepSpeed's bf16 optimizer (the ZeRO paper's mixed precision); bf16: "
+                             "fp32 weights under autocast (--bf16)")
     parser.add_argument("--seq-length", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=1)
     args = parser.parse_args()
     from arguments import MODEL_SIZES
     layers, hidden, heads = MODEL_SIZES[args.model_size]
     common = ["--model-size", args.model_size, "--seq-length", "64", "--batch-size", "1", "--train-iters", "2",
-              "--eval-iters", "0", "--log-interval", "1", *(["--bf16"] if args.precision == "bf16" else [])]
+              "--eval-iters", "0", "--log-interval", "1", *({"fp32": []}.get(args.precision, [f"--{args.precision}"]))]
     argvs = [(stage, [*common, "--zero-stage", str(stage)]) for stage in args.stages]
     context = mp.get_context("spawn")
     results = context.Queue()
@@ -215,7 +233,7 @@ def main():
     for stage in args.stages:
         got = measured[stage]
         states = got["parameters"] + got["gradients"] + got["optimizer"]
-        formula = FORMULA[stage](psi, nd)
+        formula = (MIXED_PRECISION if args.precision == "bf16-weights" else FP32_WEIGHTS)[stage](psi, nd)
         estimate = (estimate_zero3_model_states_mem_needs(psi, 12 * hidden * hidden, nd, 1, False, False)[1]
                     if stage == 3 else estimate_zero2_model_states_mem_needs(psi, nd, 1, False)[1]
                     if stage == 2 else None)
@@ -226,7 +244,7 @@ def main():
     full, checkpointed = activation_bytes(args)
     print(f"activations one layer keeps for backward (micro batch {args.batch_size} x {args.seq_length}, hidden {hidden}, "
           f"{args.precision}): {full / MIB:.1f} MiB, with activation checkpointing {checkpointed / MIB:.1f} MiB "
-          f"(its input only: {args.batch_size * args.seq_length * hidden * (2 if args.precision == 'bf16' else 4) / MIB:.1f} "
+          f"(its input only: {args.batch_size * args.seq_length * hidden * (2 if args.precision == 'bf16-weights' else 4) / MIB:.1f} "
           "MiB, kept by the layer before)")
     unfused, fused = output_layer_bytes(args)
     print(f"the output layer and loss keep for backward (vocabulary 50304): unfused {unfused / MIB:.1f} MiB (the "

@@ -30,8 +30,8 @@ SCRIPT = os.path.join(REPO, "scripts", "run_gpt2_eval.py")
 SEQ = 32  # the positions of train_argv's model
 
 
-def _eval_module():
-    spec = importlib.util.spec_from_file_location("run_gpt2_eval", SCRIPT)
+def _script_module(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -50,10 +50,9 @@ def files(tmp_path_factory, gpt2_data_prefix, sample_texts):
                                          "--train-iters", "10", tokenizer="GPT2BPETokenizer"))
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_positions=SEQ, n_embd=64, n_layer=2, n_head=4)).save_pretrained(paths["random-hf"])
-    for flags in (["--load", paths["trained"], "--to-hf", paths["trained-hf"]],
-                  ["--from-hf", paths["random-hf"], "--save", paths["random"]]):
-        subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_checkpoint.py"), *flags], check=True,
-                       capture_output=True)
+    convert = _script_module("convert_checkpoint")  # in this process: a subprocess would import torch again
+    convert.main(["--load", paths["trained"], "--to-hf", paths["trained-hf"]])
+    convert.main(["--from-hf", paths["random-hf"], "--save", paths["random"]])
     paths["wikitext"], paths["lambada"] = str(root / "wiki.test.tokens"), str(root / "lambada_test.jsonl")
     with open(paths["wikitext"], "w", encoding="utf-8") as f:
         f.write("".join(f" {text[:400]} \n \n" for text in sample_texts[:6]))
@@ -80,7 +79,7 @@ def _reference(hf_dir, windows):
 
 
 def _run_tasks(argvs, tensor_parallel):
-    module = _eval_module()
+    module = _script_module("run_gpt2_eval")
     results = []
     for argv in argvs:
         results.append(module.main(argv + ["--model-parallel-size", str(tensor_parallel)]))
@@ -139,7 +138,7 @@ def test_command_line_prints_one_summary_line_and_writes_json(files, tmp_path):
 def _usage_error(argv):
     from arguments import add_evaluation_args, get_args
     try:
-        _eval_module().evaluate(get_args(argv, extra_args=add_evaluation_args))
+        _script_module("run_gpt2_eval").evaluate(get_args(argv, extra_args=add_evaluation_args))
     except UsageError as error:
         return str(error)
     return None

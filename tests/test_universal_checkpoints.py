@@ -27,7 +27,11 @@ def _engine_states(engine, args):
     data-parallel ranks), read from the engine as DeepSpeed exposes them."""
     from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
+    from deepspeed_internals import ensure_optimizer_states
     from model.gpt2_pipeline import gpt2_name_of_pipeline_parameter
+    if hasattr(engine.optimizer, "_hp_optimizer_states_linked"):  # DeepSpeed's bf16 optimizer links its fragments
+        engine.optimizer._hp_optimizer_states_linked = False  # before its first step, to no moments: again, to them
+    ensure_optimizer_states(engine, KEYS[1:])
     states = {}
     for name, param in engine.module.named_parameters():
         if args.pipe_parallel_size > 1:
@@ -131,4 +135,24 @@ def test_a_run_resumed_at_another_layout_is_the_unbroken_run(case, unbroken, tmp
             assert not after[name][key][rows:].any(), (name, key)
     vocabulary = (before["word_embeddings.weight"]["fp32"].size(0), after["word_embeddings.weight"]["fp32"].size(0))
     assert vocabulary == {"TP=2 -> one process": (266, 259), "PP=2 -> TP=2": (259, 266)}.get(case, vocabulary)
+    assert os.path.isfile(os.path.join(folder, f"global_step{HALF}", "universal", "training_state.pt"))
+
+
+def test_a_bf16_weights_checkpoint_resumes_under_autocast(tmp_path, data_prefix):
+    """A checkpoint of DeepSpeed's bf16 optimizer at ZeRO-1 (--bf16-weights; every bf16 checkpoint before
+    --bf16 meant autocast) resumes with --bf16 through its layout-free form: the fp32 master weights become the
+    weights, the Adam moments carry over exactly, and the run goes on from there."""
+    folder = str(tmp_path / "checkpoints")
+    saved = run_distributed(1, _run_and_record, train_argv(data_prefix, "--exit-interval", str(HALF), "--save", folder,
+                                                           "--bf16-weights", "--zero-stage", "1"))
+    resumed = run_distributed(1, _run_and_record, train_argv(data_prefix, "--load", folder, "--bf16",
+                                                             "--zero-stage", "1"))
+    before, after = saved[0][1]["saved"], resumed[0][1]["loaded"]
+    assert sorted(before) == sorted(after)
+    for name in before:
+        for key in KEYS:
+            assert torch.equal(before[name][key], after[name][key]), (name, key)
+    losses, last_saved = resumed[0][0], saved[0][0][HALF]
+    assert sorted(losses) == list(range(HALF + 1, ITERS + 1))
+    assert abs(losses[HALF + 1] - last_saved) < 0.1 * last_saved, (losses, last_saved)
     assert os.path.isfile(os.path.join(folder, f"global_step{HALF}", "universal", "training_state.pt"))
