@@ -166,6 +166,9 @@ def _precision(config, fill, args, source):
         raise ConfigError(f"{source} enables bf16 (bf16 weights, DeepSpeed's bf16 optimizer) and --bf16 (fp32 weights "
                           "under torch.autocast) was given: give --bf16-weights for the first, or set bf16.enabled "
                           "to \"auto\" for the second")
+    if written and not args.bf16_weights and "bf16" in args.explicit and autocast.get("enabled", "auto") == "auto":
+        raise ConfigError(f"{source} sets bf16.enabled = false but --bf16 was given: remove one of them (or enable "
+                          "torch_autocast there)")
     autocast_wanted = args.bf16 and not args.bf16_weights
     if bool(fill.resolve(autocast, "enabled", "--bf16", autocast_wanted, "torch_autocast.enabled")):
         dtype = fill.resolve(autocast, "dtype", None, "torch.bfloat16", "torch_autocast.dtype")

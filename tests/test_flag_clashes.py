@@ -101,3 +101,27 @@ def test_presets_of_models_with_their_own_tokenizer_need_one_named(capsys):
     args = arguments.get_args(["--model-size", "pythia-160m", "--tokenizer-type", "HFTokenizer",
                                "--vocab-file", "t.json"])
     assert (args.tokenizer_type, args.vocab_file, args.parallel_residual) == ("HFTokenizer", "t.json", True)
+
+
+def test_bf16_is_autocast_and_bf16_weights_deepspeeds_bf16_optimizer(tmp_path):
+    """--bf16: fp32 weights under torch.autocast (DeepSpeed's torch_autocast); --bf16-weights: DeepSpeed's bf16
+    optimizer; a ds_config's explicit bf16 or torch_autocast section against the other flag is one error."""
+    autocast = _build("--bf16")
+    assert autocast["torch_autocast"] == {"enabled": True, "dtype": "torch.bfloat16"}
+    assert autocast["bf16"]["enabled"] is False
+    weights = _build("--bf16-weights")
+    assert weights["bf16"]["enabled"] is True and weights["torch_autocast"]["enabled"] is False
+    assert _build()["torch_autocast"]["enabled"] is False and _build()["bf16"]["enabled"] is False
+    shipped = build_ds_config(arguments.get_args(["--deepspeed_config", "ds_configs/ds_zero2_bf16.json"]), 1)
+    assert shipped["torch_autocast"]["enabled"] is True and shipped["bf16"]["enabled"] is False
+    written_true = _config(tmp_path, bf16={"enabled": True})
+    assert _build("--deepspeed_config", written_true)["bf16"]["enabled"] is True
+    assert "--bf16-weights" in _refused("--deepspeed_config", written_true, "--bf16")
+    assert _build("--deepspeed_config", written_true, "--bf16-weights")["bf16"]["enabled"] is True
+    assert "bf16.enabled = false but --bf16" in _refused("--deepspeed_config", "ds_configs/ds_zero0_fp32.json", "--bf16")
+    assert "torch_autocast and bf16" in _refused("--deepspeed_config", "ds_configs/ds_zero2_bf16.json",
+                                                 "--bf16-weights")
+    assert "bfloat16" in _refused("--deepspeed_config", _config(tmp_path, torch_autocast={"enabled": True,
+                                                                                           "dtype": "torch.float16"}))
+    with pytest.raises(SystemExit):
+        arguments.get_args(["--bf16", "--bf16-weights"])
