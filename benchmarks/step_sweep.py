@@ -8,8 +8,10 @@ counted), MFU against the card's dense bf16 peak (looked up from its name, print
 overrides) and the allocator's peak memory, from the last log window (--log-interval ITERS / 2, after
 the first window's warm-up). Then the best row of each size again with --timing-breakdown (the share
 of the step in forward+loss, backward, optimizer and the rest), and at gpt2-350m's best row one thing
-changed at a time: bf16 weights (DeepSpeed's bf16 optimizer), fp16, --compile, ZeRO-0; and all-local
-attention (window 256) against global at sequence 2048.
+changed at a time: bf16 weights (DeepSpeed's bf16 optimizer), fp16, --compile (with dropout, and without:
+attention dropout forks mpu's RNG tracker, whose get/set_rng_state Dynamo does not trace, so a layer
+compiles as 4 graphs with attention run eagerly between them; without dropout it is one graph), ZeRO-0;
+and all-local attention (window 256) against global at sequence 2048.
 
     python benchmarks/step_sweep.py [--sizes gpt2-350m gpt2-1.3b] [--seqs 1024 2048] [--micro 8 16 32 64]
         [--iters 10] [--zero-stage 1] [--dry-run]
@@ -132,6 +134,8 @@ def main():
         print(f"{name}, one thing changed:")
         for change, flags in (("bf16 weights (DeepSpeed's bf16 optimizer)", ["--bf16-weights"]),
                               ("fp16, dynamic loss scale", ["--fp16"]), ("--compile", ["--compile"]),
+                              ("--compile, dropout 0 (one graph a layer)", ["--compile", "--hidden-dropout", "0",
+                                                                            "--attention-dropout", "0"]),
                               ("ZeRO-0", ["--zero-stage", "0"])):
             changed = [flag for flag in argv if flag != "--bf16"] if change.startswith(("bf16", "fp16")) else argv
             measure(f"  {change}", changed + flags)

@@ -115,9 +115,9 @@ def test_gpu_benchmark_rows_parse_in_a_dry_run():
     result = _script("benchmark_gpu.sh", {}, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if "flags ok: pretrain_gpt2.py" in line]
-    assert len(rows) == 2 * 2 * 2 * 4 + 2 + 4 + 2, result.stdout
+    assert len(rows) == 2 * 2 * 2 * 4 + 2 + 5 + 2, result.stdout
     assert any("--compile" in row for row in rows) and any("--fp16" in row for row in rows) \
         and any("--bf16-weights" in row for row in rows) and any("--attention-types local" in row for row in rows)
     assert all("--bf16" in row.split() or "--fp16" in row.split() or "--bf16-weights" in row.split() for row in rows)
     picked = _script("benchmark_gpu.sh", {"SIZES": "gpt2-350m", "SEQS": "1024", "MICRO": "8"}, "--dry-run")
-    assert picked.returncode == 0 and picked.stdout.count("flags ok") == 2 + 1 + 4 + 2, picked.stdout
+    assert picked.returncode == 0 and picked.stdout.count("flags ok") == 2 + 1 + 5 + 2, picked.stdout
