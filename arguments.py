@@ -38,8 +38,11 @@ MODEL_SIZES = {
     "pythia-160m": (12, 768, 12),
     "gpt-neox-20b": (44, 6144, 64),
 }
-# The GPT-Neo / GPT-NeoX presets also set the architecture (flags given explicitly win).
-_NEO = {"attention_types": "global local", "attention_window": 256, "no_attention_scaling": True, "no_qkv_bias": True}
+# The GPT-Neo / GPT-NeoX presets also set the architecture (flags given explicitly win). GPT-Neo's released
+# models trained without dropout (its configs' attention, residual and embedding dropout are 0); without
+# attention dropout its local layers run FlexAttention's kernel on a GPU (model/sliding_window.py).
+_NEO = {"attention_types": "global local", "attention_window": 256, "no_attention_scaling": True, "no_qkv_bias": True,
+        "attention_dropout": 0.0, "hidden_dropout": 0.0}
 _NEOX = {"position_embedding_type": "rotary", "rotary_pct": 0.25, "activation": "gelu", "parallel_residual": True,
          "untie_embeddings": True}
 ARCHITECTURE_PRESETS = {"gpt-neo-125m": _NEO, "gpt-neo-1.3b": _NEO, "gpt-neo-2.7b": _NEO, "pythia-160m": _NEOX,

@@ -336,8 +336,9 @@ def test_tfrecord_samples_are_what_the_file_holds(tmp_path):
 
 def test_the_gpt_neo_script_trains_local_layers_with_adam(tmp_path):
     """scripts/ds_pretrain_gpt_neo.sh's defaults show GPT-Neo: a window shorter than the sequence (a
-    256-token window at 128-token sequences made its local layers global) and Adam, GPT-Neo's optimizer
-    in its own examples. The deepspeed launcher is replaced by one that prints what it was given."""
+    256-token window at 128-token sequences made its local layers global), no dropout (GPT-Neo's configs;
+    FlexAttention's kernel then runs the local layers on a GPU) and Adam, GPT-Neo's optimizer in its own
+    examples; the gpt-neo presets drop dropout too. The deepspeed launcher is replaced by one that prints what it was given."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "deepspeed").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
@@ -347,5 +348,9 @@ def test_the_gpt_neo_script_trains_local_layers_with_adam(tmp_path):
         given = subprocess.run(["bash", os.path.join(REPO, "scripts", "ds_pretrain_gpt_neo.sh")], capture_output=True,
                                text=True, check=True, env={**env, "SEQ_LENGTH": seq}).stdout.split("\n")
         assert given[given.index("--seq-length") + 1] == seq and given[given.index("--attention-window") + 1] == window
+        assert given[given.index("--attention-dropout") + 1] == "0" == given[given.index("--hidden-dropout") + 1]
         with open(os.path.join(REPO, given[given.index("--deepspeed_config") + 1])) as f:
             assert json.load(f)["optimizer"]["type"] == "AdamW"
+    preset = arguments.get_args(["--model-size", "gpt-neo-125m"])
+    assert preset.attention_dropout == 0.0 == preset.hidden_dropout
+    assert arguments.get_args(["--model-size", "gpt-neo-125m", "--attention-dropout", "0.1"]).attention_dropout == 0.1
