@@ -4,11 +4,13 @@ what share of the iterations' time each took and what was left (data, logging, t
 synchronisation removes whatever overlap there was between the parts (and costs a host round trip
 three times a micro-batch), so a run measured for speed leaves the flag off."""
 
+import re
 import time
 
 from deepspeed.accelerator import get_accelerator
 
 PARTS = ("forward+loss", "backward", "optimizer")
+_LOGGED = re.compile(r" (forward\+loss|backward|optimizer|rest) share: (-?[0-9.]+)%")
 
 
 class StepParts:
@@ -30,3 +32,8 @@ class StepParts:
         shares["rest"] = 1.0 - sum(shares.values())
         self.seconds = dict.fromkeys(PARTS, 0.0)
         return shares
+
+
+def shares_logged(line):
+    """{part: percent} from a log line that --timing-breakdown wrote (empty without it)."""
+    return {part: float(percent) for part, percent in _LOGGED.findall(line)}

@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEAK_TFLOPS = {"H200": 989, "H100 PCIe": 756, "H100": 989, "A100": 312, "L40S": 362, "A10G": 125, "4090": 165}
 LOGGED = {"tokens": r"tokens per second: ([0-9.]+)", "tflops": r"TFLOP/s per device: ([0-9.]+)",
           "memory": r"peak memory \(GiB\): ([0-9.]+)"}
-SHARES = r" (forward\+loss|backward|optimizer|rest) share: (-?[0-9.]+)%"
 
 
 def card_peak():
@@ -57,6 +56,7 @@ def run(argv):
 
     import mpu
     import pretrain_gpt2
+    from step_timing import shares_logged
     mpu.destroy_model_parallel()
     gc.collect()
     torch.cuda.empty_cache()
@@ -72,7 +72,7 @@ def run(argv):
         torch.cuda.empty_cache()
     line = [text for text in printed.getvalue().splitlines() if "tokens per second" in text][-1]
     figures = {name: float(re.search(pattern, line).group(1)) for name, pattern in LOGGED.items()}
-    figures.update({part: float(share) for part, share in re.findall(SHARES, line)})
+    figures.update(shares_logged(line))
     return figures
 
 

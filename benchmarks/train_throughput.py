@@ -27,7 +27,6 @@ import functools
 import importlib.util
 import io
 import os
-import re
 import sys
 import time
 
@@ -128,9 +127,6 @@ def _iteration_starts(entry, forward_step=None):
         training._train_step, entry.STEPS = train_step, steps
 
 
-SHARES = re.compile(r" (forward\+loss|backward|optimizer|rest) share: (-?[0-9.]+)%")
-
-
 def full_step(shape, precision, iterations, profile=False, zero_stage=0, entry="pretrain_gpt2", full_head=False,
               extra=(), bf16_weights=False):
     """Seconds of `iterations` iterations of `entry`.py after warm-up (from the start of the first timed
@@ -138,6 +134,7 @@ def full_step(shape, precision, iterations, profile=False, zero_stage=0, entry="
     timed iterations by --timing-breakdown (which synchronises the device around each, so only then).
     full_head: pretrain_bert.py's masked-LM head on every position. bf16_weights: bf16 as --bf16-weights."""
     import mpu
+    from step_timing import shares_logged
     module = importlib.import_module(entry)
     layers, hidden, heads, seq, batch = shape
     log_interval = 1 if profile else WARMUP + iterations
@@ -157,8 +154,8 @@ def full_step(shape, precision, iterations, profile=False, zero_stage=0, entry="
     lines = [line for line in printed.getvalue().splitlines() if "tokens per second" in line][WARMUP:]
     parts = {}
     for line in lines if profile else []:
-        for part, share in SHARES.findall(line):
-            parts[part] = parts.get(part, 0.0) + float(share) / len(lines)
+        for part, share in shares_logged(line).items():
+            parts[part] = parts.get(part, 0.0) + share / len(lines)
     return ended - starts[WARMUP], parts
 
 

@@ -8,10 +8,10 @@ one half B is replaced by sentences of another document (label 1). Sentence-orde
 (sentence_order=True): with probability one half A and B swap (label 1). Masking as in BERT: 15% of
 the non-special tokens, at most max_preds_per_seq, of which 80% become [MASK], 10% a random token and
 10% stay; lm_positions lists the masked positions, max_preds_per_seq long (see lm_positions), so that
-the model computes its masked-LM head there only. Everything a sample draws comes from a generator seeded by (seed, sample index), so a
-sample is the same whatever order it is read in. Samples are built and shuffled an epoch at a time,
-each epoch with its own seed, so the first n samples do not depend on how many are asked for (a run
-extended with a larger --train-iters continues the same order). A random segment always comes from
+the model computes its masked-LM head there only. Everything a sample draws comes from a generator
+seeded by (seed, sample index), so a sample is the same whatever order it is read in. Samples are
+built and shuffled an epoch at a time, each epoch with its own seed, so the first n samples do not
+depend on how many are asked for (a run extended with a larger --train-iters continues the same order). A random segment always comes from
 another document; documents without sentences are skipped.
 """
 

@@ -83,11 +83,16 @@ def causal_linear_attention(q, k, v, eps=1e-6, block=64):
 
 def local_attention(q, k, v, window, dropout=0.0, scale=None):
     """Causal attention within the last `window` positions (a query sees itself and window - 1 before it):
-    FlexAttention's sliding-window kernel on a GPU without dropout (model/sliding_window.py), else in
-    blocks of `window` queries that each read their own block of keys and the one before. Time and
-    memory grow with seq x window, not seq^2."""
+    FlexAttention's sliding-window kernel on a GPU without dropout (model/sliding_window.py), else
+    blocked_local_attention. Time and memory grow with seq x window, not seq^2."""
     if sliding_window.flex_runs_local_attention(q, dropout):
         return sliding_window.flex_local_attention(q, k, v, window, scale)
+    return blocked_local_attention(q, k, v, window, dropout, scale)
+
+
+def blocked_local_attention(q, k, v, window, dropout=0.0, scale=None):
+    """local_attention in blocks of `window` queries that each read their own block of keys and the one
+    before, through SDPA with a mask."""
     seq = q.size(2)
     q, k, v = (_in_blocks(t, window) for t in (q, k, v))
     k, v = (torch.cat([F.pad(t, (0, 0, 0, 0, 1, 0))[..., :-1, :, :], t], dim=-2) for t in (k, v))

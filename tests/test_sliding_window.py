@@ -12,7 +12,7 @@ import mpu
 from distributed import run_distributed
 from model import sliding_window
 from model.architecture import Architecture
-from model.transformer import local_attention
+from model.transformer import blocked_local_attention
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def test_flex_local_attention_equals_the_blocked_computation(seq, window, scale)
     """Sequences that are no multiple of the window nor of FlexAttention's 128-position blocks."""
     generator = torch.Generator().manual_seed(seq)
     q, k, v = (torch.randn(2, 3, seq, 16, generator=generator) for _ in range(3))
-    blocked = local_attention(q, k, v, window, scale=scale)
+    blocked = blocked_local_attention(q, k, v, window, scale=scale)
     flex = sliding_window.flex_local_attention(q, k, v, window, scale)
     torch.testing.assert_close(flex, blocked, rtol=1e-5, atol=1e-5)
 
