@@ -341,6 +341,11 @@ def add_distributed_args(parser):
                        help="ZeRO stage when the ds_config does not set it (default 0)")
     group.add_argument("--distributed-backend", default=None, choices=("nccl", "gloo", "ccl", "hccl"),
                        help="default: the accelerator's (nccl on GPU, gloo on CPU)")
+    group.add_argument("--distributed-timeout-minutes", type=float, default=10.0,
+                       help="a collective, the job's assembly at start-up, or one part of a step (a batch read, a "
+                            "checkpoint) that waits longer than this stops the job with a line naming where it waited "
+                            "and which ranks had not arrived (Megatron-LM's flag and default; fractions allowed). Raise "
+                            "it when rank 0 builds a large corpus's index at start-up or a save takes longer")
     group.add_argument("--local_rank", "--local-rank", type=int, default=None,
                        help="set by the deepspeed launcher; torchrun sets LOCAL_RANK instead")
     return parser

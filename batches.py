@@ -12,6 +12,8 @@ tokens (Megatron-Core's per-token loss), whatever the data-parallel size or accu
 the tokens are spread over micro-batches (masked positions, short or padded samples, --eod-mask-loss).
 """
 
+import signal
+
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
@@ -26,6 +28,15 @@ def broadcast_batch(data_iterator, keys, datatype=torch.int64):
     return mpu.broadcast_data(keys, data, datatype)
 
 
+def _leave_stop_signals_to_the_rank(worker_id):
+    """Schedulers signal every process of a job (Slurm's scancel and time limit, PBS's qdel, Ctrl-C to the
+    foreground group, a launcher ending its ranks' process trees): a loader worker ended by SIGTERM or SIGINT
+    takes its rank down ("DataLoader worker is killed by signal") before the rank can save. Workers ignore
+    both; the rank saves, exits and ends them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def data_loader(dataset, args, consumed_samples=0):
     """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them, so
     whether to run a step must be decided from the dataset, which every rank has, not from this)."""
@@ -37,6 +48,7 @@ def data_loader(dataset, args, consumed_samples=0):
     # it would shift the dropout stream of tensor-parallel rank 0 only, and of a resumed run only.
     return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                                             persistent_workers=args.num_workers > 0,
+                                            worker_init_fn=_leave_stop_signals_to_the_rank,
                                             pin_memory=get_accelerator().device_name() != "cpu",  # async copies
                                             generator=torch.Generator().manual_seed(args.seed)))
 

@@ -9,11 +9,11 @@ no living process holds (none works in its folder) and, after a minute, says wha
 """
 
 import contextlib
+import datetime
 import glob
 import os
 import random
 import re
-import socket
 import sys
 import threading
 import time
@@ -24,10 +24,14 @@ import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 
+import launch_environment
 import mpu
+from launch_environment import free_port  # noqa: F401 (the scripts' and tests' import)
 
 # Megatron's rule: each pipeline stage draws dropout from its own streams (seed + 100 x stage).
 PIPELINE_SEED_STRIDE = 100
+# Megatron-LM's default for --distributed-timeout-minutes
+DEFAULT_TIMEOUT_MINUTES = 10
 
 
 class UsageError(Exception):
@@ -37,13 +41,6 @@ class UsageError(Exception):
 def print_rank_0(message):
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(message, flush=True)
-
-
-def free_port():
-    """A TCP port nothing listens on now, for a rendezvous on this machine."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 STALE_LOCK_S = 10  # holding the lock without building (ninja's check) takes about a second
@@ -132,24 +129,57 @@ def startup_watchdog():
         watchdog.done.set()
 
 
+def collective_timeout(args):
+    """--distributed-timeout-minutes as a timedelta (Megatron-LM's flag; fractions of a minute allowed)."""
+    return datetime.timedelta(minutes=getattr(args, "distributed_timeout_minutes", None) or DEFAULT_TIMEOUT_MINUTES)
+
+
+def _every_group_times_out_after(timeout):
+    """torch gives a group created without a timeout its backend's default (gloo 30 minutes), whatever the
+    world's; mpu's groups, the stop-signal group and DeepSpeed's pipeline and expert groups are created
+    that way, so the default itself is set (torch keeps it in distributed_c10d's module globals)."""
+    from torch.distributed import distributed_c10d
+    distributed_c10d.default_pg_timeout = timeout
+    if isinstance(getattr(distributed_c10d, "default_pg_nccl_timeout", None), datetime.timedelta):
+        distributed_c10d.default_pg_nccl_timeout = timeout
+
+
+def _rendezvous_failed(launch, timeout, error):
+    minutes = timeout.total_seconds() / 60
+    return UsageError(
+        f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): the job did not assemble at "
+        f"{launch.master_addr}:{launch.master_port} within --distributed-timeout-minutes {minutes:g} ({error}). "
+        "Every rank must be started (srun or mpiexec starts them; a batch script run as one `python` is one process "
+        "of an allocation of several tasks) and reach that address; this process does not train alone")
+
+
 def initialize_distributed(args):
     """torch.distributed through DeepSpeed, then the model-parallel groups, under the start-up watchdog.
 
-    A plain `python pretrain_gpt2.py` is one rank: the variables a launcher would set are set here, so
-    DeepSpeed does not go looking for MPI.
+    The rank, world size and master come from the launcher that started the process
+    (launch_environment.discover: torchrun, deepspeed, Slurm, MPI, or one process), written into the
+    variables torch reads, so DeepSpeed never goes looking for mpi4py. Rank 0 prints them in one line.
+    A job whose ranks do not all arrive within --distributed-timeout-minutes stops with one line.
     """
-    if "WORLD_SIZE" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
-    args.local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
+    try:
+        launch = launch_environment.export(launch_environment.discover())
+    except launch_environment.LaunchError as error:
+        raise UsageError(str(error)) from None
+    args.local_rank = launch.local_rank
     accelerator = get_accelerator()
     if accelerator.device_name() != "cpu":
         accelerator.set_device(args.local_rank)
     if accelerator.device_name() == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE",
-                                                                              os.environ["WORLD_SIZE"]))))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.local_world_size))
+    timeout = collective_timeout(args)
+    _every_group_times_out_after(timeout)
     with startup_watchdog():
-        deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name())
+        try:
+            deepspeed.init_distributed(dist_backend=args.distributed_backend or accelerator.communication_backend_name(),
+                                       timeout=timeout, auto_mpi_discovery=False)
+        except (RuntimeError, TimeoutError) as error:  # torch's DistStoreError is a RuntimeError
+            raise _rendezvous_failed(launch, timeout, str(error).splitlines()[0]) from None
+        print_rank_0(f"> {launch.describe()}")
         try:
             mpu.initialize_model_parallel(args.model_parallel_size, args.pipe_parallel_size)
         except ValueError as error:

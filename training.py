@@ -22,7 +22,7 @@ from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_gr
 
 import mpu
 from batches import batches, micro_batches
-from checkpointing import load_checkpoint, save_checkpoint
+from checkpointing import load_checkpoint, save_checkpoint, tags
 from checkpointing.resume import check_save_folder, resume_position
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
 from data_utils.indexed_dataset import DatasetError, MMapIndexedDataset
@@ -35,12 +35,20 @@ from deepspeed_internals import (
     require_written_version,
     skip_one_rank_allreduce,
 )
-from initialize import UsageError, dropout_seed, initialize_distributed, print_rank_0, set_random_seed
+from initialize import (
+    UsageError,
+    collective_timeout,
+    dropout_seed,
+    initialize_distributed,
+    print_rank_0,
+    set_random_seed,
+)
 from learning_rates import megatron_scheduler
 from model.moe import active_expert_parameters, is_moe
 from model.normalization import NORMS, compute_layernorms_in_fp32
 from model.transformer import ParallelTransformerLayer
 from precision import emulated_bf16_warning
+from stall_watch import mark, watching
 from step_timing import StepParts
 
 NORM_TYPES = (torch.nn.LayerNorm, *NORMS.values())
@@ -75,35 +83,46 @@ def count_parameters(model):
     return int(total.sum().item()) + active_expert_parameters(model)
 
 
-def _averaged_over_data_parallel(rows):
-    """[{name: float}] from [{name: 0-dim tensor (left on the device) or float}], each averaged over the
-    data-parallel group: one collective and one host synchronisation for all the rows."""
-    if not rows:
-        return []
-    names, device = sorted(rows[0]), get_accelerator().current_device_name()
-    table = torch.stack([torch.stack([torch.as_tensor(row[name], dtype=torch.float64, device=device).reshape(())
-                                      for name in names]) for row in rows])
-    dist.all_reduce(table, group=mpu.get_data_parallel_group())
-    table /= mpu.get_data_parallel_world_size()
-    return [dict(zip(names, values)) for values in table.tolist()]
+def _over_data_parallel(rows, seconds=0.0):
+    """([{name: float}] averaged over the data-parallel group, [each data-parallel rank's `seconds`]) from
+    [{name: 0-dim tensor (left on the device) or float}]: one all-gather and one host synchronisation."""
+    names, device = sorted(rows[0]) if rows else [], get_accelerator().current_device_name()
+    table = torch.zeros(1 + len(rows), max(1, len(names)), dtype=torch.float64, device=device)
+    table[0, 0] = seconds
+    for i, row in enumerate(rows, start=1):
+        table[i, :len(names)] = torch.stack([torch.as_tensor(row[name], dtype=torch.float64, device=device).reshape(())
+                                             for name in names])
+    gathered = [torch.empty_like(table) for _ in range(mpu.get_data_parallel_world_size())]
+    dist.all_gather(gathered, table, group=mpu.get_data_parallel_group())
+    every_rank = torch.stack(gathered).cpu()
+    averaged = every_rank[:, 1:, :len(names)].mean(0)
+    return [dict(zip(names, values)) for values in averaged.tolist()], every_rank[:, 0, 0].tolist()
 
 
 class _StopSignal:
-    """SIGTERM (as schedulers send before killing a job) asks for a checkpoint and a clean exit. The
-    ranks agree on it every iteration over a CPU (gloo) group, so the check never waits for a GPU."""
+    """SIGTERM (schedulers send it before killing a job) or SIGINT (Ctrl-C) asks for a checkpoint and a
+    clean exit; a second SIGINT stops at once. The ranks agree on it every iteration over a CPU (gloo)
+    group, so the check never waits for a GPU. Handlers are restored when training ends."""
 
     def __init__(self):
-        self.received = False
-        signal.signal(signal.SIGTERM, self._handle)
+        self.received = None
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
     def _handle(self, signum, frame):
-        self.received = True
+        if signum == signal.SIGINT and self.received == "SIGINT":
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
 
     def anywhere(self):
-        flag = torch.tensor([int(self.received)])
+        mark("stop agreement")
+        flag = torch.tensor([int(self.received is not None)])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return bool(flag[0])
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def evaluate(steps, data_iterator, engine, args, iterations):
@@ -116,12 +135,13 @@ def evaluate(steps, data_iterator, engine, args, iterations):
             if isinstance(engine, deepspeed.PipelineEngine):
                 values = {"lm loss": engine.eval_batch(data_iterator)}
             else:
+                mark("evaluation")
                 ((batch, loss_tokens),) = micro_batches(steps.get_batch, data_iterator, args, 1)
                 _, values = steps.forward_step(batch, engine, args, loss_tokens)
             for name, value in values.items():
                 totals[name] = totals.get(name, 0.0) + value / iterations
     engine.train()
-    return _averaged_over_data_parallel([totals])[0]
+    return _over_data_parallel([totals])[0][0]
 
 
 def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer):
@@ -337,21 +357,25 @@ def _compile_layers(model, zero_stage):
             module.compile()
 
 
-def _untimed(part, call, *args):
-    return call(*args)
+def _run_part(parts, part, call, *args):
+    """call(*args) as `part` of the step: marked for the stall watch, timed when --timing-breakdown is on."""
+    mark(part)
+    return parts.run(part, call, *args) if parts else call(*args)
 
 
 def _train_step(steps, train_iterator, engine, args, parts=None):
     """One iteration (--gradient-accumulation-steps micro-batches and an optimizer step): (this rank's
     logged values, on the device, grad norm or None). parts: a step_timing.StepParts timing each part."""
     if args.pipe_parallel_size > 1:  # the engine runs the micro-batches through the stages
+        mark("pipeline")
         values = {"lm loss": engine.train_batch(train_iterator)}
     else:
-        values, accumulation, run = {}, args.gradient_accumulation_steps, parts.run if parts else _untimed
+        values, accumulation = {}, args.gradient_accumulation_steps
+        mark("batch")
         for batch, loss_tokens in micro_batches(steps.get_batch, train_iterator, args, accumulation):
-            loss, step_values = run("forward+loss", steps.forward_step, batch, engine, args, loss_tokens)
-            run("backward", engine.backward, loss)
-            run("optimizer", engine.step)
+            loss, step_values = _run_part(parts, "forward+loss", steps.forward_step, batch, engine, args, loss_tokens)
+            _run_part(parts, "backward", engine.backward, loss)
+            _run_part(parts, "optimizer", engine.step)
             for name, value in step_values.items():
                 values[name] = values.get(name, 0.0) + value / accumulation
     return values, engine.get_global_grad_norm()
@@ -365,6 +389,7 @@ class _LogWindow:
 
     def __init__(self):
         self.iterations, self.rows, self.rates, self.seconds = [], [], [], 0.0
+        self.rank_seconds = [0.0]
 
     def add(self, iteration, values, learning_rate, seconds):
         self.iterations.append(iteration)
@@ -374,11 +399,18 @@ class _LogWindow:
 
     def close(self):
         """({iteration: {name: value averaged over the data-parallel ranks, "learning rate": rate}},
-        {name: mean over the window}): one collective and one host synchronisation for the window."""
-        rows = _averaged_over_data_parallel(self.rows)
+        {name: mean over the window}): one collective and one host synchronisation for the window, which
+        also brings each data-parallel rank's training time (rank_seconds: the stragglers)."""
+        rows, self.rank_seconds = _over_data_parallel(self.rows, self.seconds)
         history = {i: {**row, "learning rate": rate} for i, row, rate in zip(self.iterations, rows, self.rates)}
         means = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]} if rows else {}
         return history, means
+
+    def stragglers(self):
+        """(fastest, slowest) data-parallel rank's time per iteration in ms, and the slowest's rank."""
+        per_iteration = [1000 * s / len(self.iterations) for s in self.rank_seconds]
+        slowest = max(range(len(per_iteration)), key=per_iteration.__getitem__)
+        return min(per_iteration), per_iteration[slowest], slowest
 
 
 def _precision_of(engine, args):
@@ -426,20 +458,38 @@ def _pretrain(args, datasets_provider, model_provider, steps):
     return history
 
 
+def _committed_checkpoint(args):
+    """What a stopped job leaves to resume from, for the stall watch's line."""
+    tag = tags.read_latest(args.save) if args.save else None
+    if tag is None:
+        return "no checkpoint was committed" + ("" if args.save else " (no --save)")
+    return f"the last committed checkpoint is {tag} in {args.save}: launch the job again to resume from it"
+
+
 def _train(args, engine, steps, data, start, global_batch, parameters, writer):
     """The loop from the resumed (iteration, consumed samples, tag) to --train-iters; returns (history,
-    whether it stopped early at --exit-interval or SIGTERM, after saving)."""
+    whether it stopped early at --exit-interval or a stop signal, after saving). Under the stall watch."""
+    stop = _StopSignal()
+    try:
+        with watching(collective_timeout(args), lambda: _committed_checkpoint(args)):
+            return _train_loop(args, engine, steps, data, start, global_batch, parameters, writer, stop)
+    finally:
+        stop.restore()
+
+
+def _train_loop(args, engine, steps, data, start, global_batch, parameters, writer, stop):
     (train_data, valid_data), (iteration, consumed, resumed_tag) = data, start
     train_iterator = batches(train_data, args, steps.get_batch, consumed if args.resume_dataloader else 0)
-    stop = _StopSignal()
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
     history, window, last_saved, skipped_in_a_row = {}, _LogWindow(), resumed_tag, 0
     parts = StepParts() if args.timing_breakdown else None
 
     def save():
+        mark("checkpoint")
         save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,))
         return f"global_step{iteration}"
     while iteration < args.train_iters:
+        mark("batch", iteration + 1)
         started, skipped_before = time.time(), engine.skipped_steps
         values, norm = _train_step(steps, train_iterator, engine, args, parts)
         iteration += 1
@@ -449,6 +499,7 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
         consumed += global_batch
         window.add(iteration, values, engine.get_lr()[0], time.time() - started)
         if iteration % args.log_interval == 0:
+            mark("log")
             logged, means = window.close()
             history.update(logged)
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
@@ -456,11 +507,13 @@ def _train(args, engine, steps, data, start, global_batch, parameters, writer):
             window = _LogWindow()
         if iteration % args.eval_interval == 0:
             _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
-        stopping = (args.exit_interval and iteration % args.exit_interval == 0) or stop.anywhere()
+        at_exit_interval = bool(args.exit_interval) and iteration % args.exit_interval == 0
+        stopping = stop.anywhere() or at_exit_interval
         if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
             last_saved = save()
         if stopping:
-            print_rank_0(f"exiting at iteration {iteration} ({'--exit-interval' if not stop.received else 'SIGTERM'})")
+            reason = stop.received or ("--exit-interval" if at_exit_interval else "a stop signal to another rank")
+            print_rank_0(f"exiting at iteration {iteration} ({reason})")
             return {**history, **window.close()[0]}, True
     if args.save and last_saved != f"global_step{iteration}":
         save()
@@ -484,6 +537,9 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
         scalars["peak memory (GiB)"] = accelerator.max_memory_allocated() / 2 ** 30
     shares = {f"{part} share": share for part, share in parts.shares(window.seconds).items()} if parts else {}
     scalars.update(shares)
+    fastest, slowest, slowest_rank = window.stragglers()
+    if len(window.rank_seconds) > 1:
+        scalars.update({"fastest rank step time (ms)": fastest, "slowest rank step time (ms)": slowest})
     line = (f" iteration {iteration:8d}/{args.train_iters:8d} | consumed samples: {consumed:12d} | "
             f"elapsed time per iteration (ms): {elapsed * 1000:.1f} | learning rate: {learning_rate:.3E} | "
             + "".join(f"{name}: {value:.6E} | " for name, value in means.items())
@@ -492,7 +548,9 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
             + (f"number of skipped iterations: {engine.skipped_steps} | " if args.fp16 or engine.skipped_steps else "")
             + f"tokens per second: {tokens_per_second:.1f} | TFLOP/s per device: {tflops:.3f} |"
             + (f" peak memory (GiB): {scalars['peak memory (GiB)']:.2f} |" if "peak memory (GiB)" in scalars else "")
-            + "".join(f" {name}: {share:.1%} |" for name, share in shares.items()))
+            + "".join(f" {name}: {share:.1%} |" for name, share in shares.items())
+            + (f" step time over data-parallel ranks (ms): fastest {fastest:.1f}, slowest {slowest:.1f} (rank "
+               f"{slowest_rank}) |" if len(window.rank_seconds) > 1 else ""))
     print_rank_0(line)
     if writer:
         for name, value in scalars.items():

@@ -3,13 +3,14 @@
 # MODEL_SIZE (a --model-size preset, default small: 4 layers, hidden 128, 4 heads) or NUM_LAYERS
 # HIDDEN_SIZE NUM_HEADS; SEQ_LENGTH BATCH_SIZE TRAIN_ITERS LR CHECKPOINT_DIR MP_SIZE. Megatron-LM's and
 # Megatron-DeepSpeed's script variables work too: TP_SIZE (= MP_SIZE), PP_SIZE, DATA_PATH, VOCAB_FILE,
-# MERGE_FILE, CHECKPOINT_PATH (= CHECKPOINT_DIR).
+# MERGE_FILE, CHECKPOINT_PATH (= CHECKPOINT_DIR). A script names its own default folder in
+# DEFAULT_CHECKPOINT_DIR. DRY_RUN=1: the script prints the command it would run instead of running it.
 MODEL_SIZE=${MODEL_SIZE:-small}
 SEQ_LENGTH=${SEQ_LENGTH:-128}
 BATCH_SIZE=${BATCH_SIZE:-8}
 TRAIN_ITERS=${TRAIN_ITERS:-300}
 LR=${LR:-2e-3}
-CHECKPOINT_DIR=${CHECKPOINT_DIR:-${CHECKPOINT_PATH:-checkpoints/$(basename "${ENTRY:?set ENTRY to the pretraining script}" .py)}}
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-${CHECKPOINT_PATH:-${DEFAULT_CHECKPOINT_DIR:-checkpoints/$(basename "${ENTRY:?set ENTRY to the pretraining script}" .py)}}}
 
 TRAIN_ARGS=(
     --model-parallel-size "${MP_SIZE:-${TP_SIZE:-1}}" ${PP_SIZE:+--pipe-parallel-size "$PP_SIZE"}
@@ -21,3 +22,12 @@ TRAIN_ARGS=(
     --log-interval 10 --eval-interval 100 --eval-iters 10 --split 949,50,1
     --save "$CHECKPOINT_DIR" --load "$CHECKPOINT_DIR" --save-interval 100
 )
+
+run_or_print() {  # the launch command, or with DRY_RUN set its words as a shell would quote them
+    if [[ -n "${DRY_RUN:-}" ]]; then
+        printf '%q ' "$@" | sed 's/ $//'
+        echo
+    else
+        "$@"
+    fi
+}

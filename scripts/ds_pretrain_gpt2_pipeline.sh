@@ -6,6 +6,6 @@
 #       --gradient-accumulation-steps 8 --data-path data/my_corpus_text_document   # 3D: TP 2 x PP 2 x DP 2
 # Micro-batches flow through the stages --gradient-accumulation-steps at a time; more of them keep
 # the stages busier. --pipe-partition-method chooses how layers are spread over the stages.
-ENTRY=pretrain_gpt2.py CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/gpt2_pipeline} \
+ENTRY=pretrain_gpt2.py DEFAULT_CHECKPOINT_DIR=checkpoints/gpt2_pipeline \
     DS_CONFIG=${DS_CONFIG:-ds_configs/ds_zero1.json} \
     exec bash "$(dirname "$0")/run_deepspeed.sh" --pipe-parallel-size "${PP_SIZE:-2}" "$@"

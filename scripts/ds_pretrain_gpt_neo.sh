@@ -8,7 +8,7 @@
 # SEQ_LENGTH=2048 LR=2e-4 for the real shapes; the CPU default is the small quick-start shape.
 SEQ=${SEQ_LENGTH:-128}
 WINDOW=${ATTENTION_WINDOW:-$(( SEQ / 4 < 256 ? SEQ / 4 : 256 ))}
-ENTRY=pretrain_gpt2.py BATCH_SIZE=${BATCH_SIZE:-4} CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/gpt_neo} \
+ENTRY=pretrain_gpt2.py BATCH_SIZE=${BATCH_SIZE:-4} DEFAULT_CHECKPOINT_DIR=checkpoints/gpt_neo \
     exec bash "$(dirname "$0")/run_deepspeed.sh" \
     --attention-types "global local" --attention-window "$WINDOW" --no-attention-scaling --no-qkv-bias \
     --attention-dropout 0 --hidden-dropout 0 "$@"

@@ -5,5 +5,5 @@
 # their tokenizer: VOCAB_FILE=path/to/tokenizer.json and the extra flag --tokenizer-type HFTokenizer (data
 # preprocessed with the same flags); the CPU default is the small quick-start shape on GPT-2's BPE.
 ENTRY=pretrain_gpt2.py BATCH_SIZE=${BATCH_SIZE:-4} DS_CONFIG=${DS_CONFIG:-ds_configs/ds_gpt_neox_zero1.json} \
-    CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/gpt_neox} exec bash "$(dirname "$0")/run_deepspeed.sh" \
+    DEFAULT_CHECKPOINT_DIR=checkpoints/gpt_neox exec bash "$(dirname "$0")/run_deepspeed.sh" \
     --position-embedding-type rotary --rotary-pct 0.25 --activation gelu --parallel-residual --untie-embeddings "$@"

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# One deepspeed launch, on the first host of HOSTFILE, that starts the ranks of every host over ssh
-# (passwordless ssh between the nodes, this repository at the same path on each). Called by the Slurm
-# and PBS examples; sizes for a real run come from the environment: DATA_PATH (required), MP_SIZE,
-# PP_SIZE (pipeline stages; with PP_SIZE > 1 use a ZeRO-0/1 DS_CONFIG such as ds_configs/ds_zero1.json),
-# MODEL_SIZE, SEQ_LENGTH, BATCH_SIZE, TRAIN_ITERS, LR, DS_CONFIG, CHECKPOINT_DIR, TENSORBOARD_DIR.
+# One deepspeed launch over several nodes: writes HOSTFILE from NODES (one host a line; GPUS_PER_NODE
+# slots each) and starts the ranks of every host with LAUNCHER: pdsh (default: passwordless ssh between
+# the nodes, this repository at the same path on each), slurm (srun inside an allocation), openmpi or
+# mpich (mpirun / mpiexec). Called by scripts/slurm_deepspeed.sbatch and scripts/pbs_deepspeed.pbs;
+# sizes and paths from the environment (scripts/cluster.sh, scripts/defaults.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HOSTFILE=${1:?usage: multinode_pretrain_gpt2.sh HOSTFILE (lines "host slots=N")}
-CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/gpt2_multinode}
-
-deepspeed --hostfile "$HOSTFILE" --master_addr "$(head -n 1 "$HOSTFILE" | cut -d' ' -f1)" \
-    --master_port "${MASTER_PORT:-29500}" pretrain_gpt2.py \
-    --model-parallel-size "${MP_SIZE:-2}" --pipe-parallel-size "${PP_SIZE:-1}" --model-size "${MODEL_SIZE:-gpt2-350m}" \
-    --seq-length "${SEQ_LENGTH:-1024}" --batch-size "${BATCH_SIZE:-8}" --train-iters "${TRAIN_ITERS:-300000}" \
-    --lr "${LR:-3e-4}" --lr-decay-style cosine --min-lr 3e-5 --warmup 0.01 --checkpoint-activations \
-    --data-path ${DATA_PATH:?set DATA_PATH to a preprocessed .bin/.idx prefix, or weight-prefix pairs} \
-    --save "$CHECKPOINT_DIR" --load "$CHECKPOINT_DIR" --save-interval 1000 \
-    --log-interval 100 --eval-interval 1000 --eval-iters 50 --tensorboard-dir "${TENSORBOARD_DIR:-runs/gpt2}" \
-    --deepspeed --deepspeed_config "${DS_CONFIG:-ds_configs/ds_zero2_bf16.json}"
+HOSTFILE=${1:?usage: NODES=\"host1 host2\" multinode_pretrain_gpt2.sh HOSTFILE [flags]}
+shift
+source scripts/cluster.sh
+sed "s/\$/ slots=${GPUS_PER_NODE}/" <<< "$NODES" > "$HOSTFILE"
+LAUNCHER=${LAUNCHER:-pdsh}
+case "$LAUNCHER" in
+    openmpi) LAUNCHER_ARGS=(--launcher_args "-x MASTER_ADDR=$FIRST_HOST -x MASTER_PORT=$MASTER_PORT") ;;
+    pdsh|slurm|mpich) LAUNCHER_ARGS=() ;;
+    *) echo "LAUNCHER=$LAUNCHER: use pdsh, slurm, openmpi or mpich" >&2; exit 2 ;;
+esac
+run_or_print deepspeed --hostfile "$HOSTFILE" --launcher "$LAUNCHER" "${LAUNCHER_ARGS[@]}" \
+    --master_addr "$FIRST_HOST" --master_port "$MASTER_PORT" "$ENTRY" "${TRAIN_ARGS[@]}" "$@"

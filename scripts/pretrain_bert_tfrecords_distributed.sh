@@ -13,5 +13,5 @@ fi
 TOKENIZER=(--tokenizer-type BertWordPieceTokenizer)  # VOCAB_FILE goes in through scripts/defaults.sh
 [[ -n "${VOCAB_FILE:-}" ]] || TOKENIZER+=(--tokenizer-model-type "${TOKENIZER_MODEL_TYPE:-bert-large-uncased}")
 ENTRY=pretrain_bert.py BATCH_SIZE=${BATCH_SIZE:-4} SEQ_LENGTH=${SEQ_LENGTH:-128} \
-    CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/bert_tfrecords} \
+    DEFAULT_CHECKPOINT_DIR=checkpoints/bert_tfrecords \
     exec bash "$(dirname "$0")/run_torchrun.sh" --use-tfrecords --train-data "${FILES[@]}" "${TOKENIZER[@]}" "$@"

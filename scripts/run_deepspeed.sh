@@ -10,5 +10,5 @@ if [[ -z "${DS_CONFIG:-}" ]]; then  # bf16 where the hardware has it, else the f
     DS_CONFIG=$(python3 -c "import torch; native = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 print('ds_configs/ds_zero2_bf16.json' if native else 'ds_configs/ds_zero2.json')")
 fi
-deepspeed --num_gpus "${NUM_GPUS:-2}" --master_port "${MASTER_PORT:-29500}" "$ENTRY" "${TRAIN_ARGS[@]}" \
+run_or_print deepspeed --num_gpus "${NUM_GPUS:-2}" --master_port "${MASTER_PORT:-29500}" "$ENTRY" "${TRAIN_ARGS[@]}" \
     --deepspeed --deepspeed_config "$DS_CONFIG" "$@"

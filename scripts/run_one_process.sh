@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/defaults.sh
-python "$ENTRY" "${TRAIN_ARGS[@]}" "$@"
+run_or_print python "$ENTRY" "${TRAIN_ARGS[@]}" "$@"
