@@ -69,7 +69,7 @@ class StallWatch(threading.Thread):
         return f"stall-watch/{rank}"
 
     def run(self):
-        while not self.done.wait(BEAT_S):
+        while True:
             iteration, part, since = self.position
             self.beat += 1
             with contextlib.suppress(Exception):  # a store that does not answer: the report says so
@@ -77,27 +77,31 @@ class StallWatch(threading.Thread):
             waited = time.monotonic() - since
             if waited > self.timeout_s:
                 self.fail(f"no progress for {waited:.0f} s")
+            if self.done.wait(BEAT_S):
+                return
 
-    def _others(self):
-        """{rank: (beat, iteration, part)} of every other rank as the store holds it now (None: never seen)."""
+    def _seen(self, store):
+        """{rank: (beat, iteration, part)} of every rank that has published (this one included)."""
         seen = {}
         for rank in range(self.world_size):
-            if rank != self.rank:
-                with contextlib.suppress(Exception):
-                    beat, iteration, part = self.store.get(self._key(rank)).decode().split(" ", 2)
-                    seen[rank] = (int(beat), int(iteration), part)
+            if store.check([self._key(rank)]):
+                beat, iteration, part = store.get(self._key(rank)).decode().split(" ", 2)
+                seen[rank] = (int(beat), int(iteration), part)
         return seen
 
     def missing_ranks(self):
         """Which ranks had not arrived: silent ones (no beat in 3 s) and ones alive at an earlier place."""
         iteration, part, _ = self.position
         here = (iteration, list(PARTS).index(part))
-        first = self._others()
-        if not first and self.world_size > 1:
-            return "unknown (the rendezvous store at rank 0's host does not answer: rank 0 itself may be the one "\
-                   "that stalled)"
-        time.sleep(3 * BEAT_S)
-        second = self._others()
+        try:  # a connection of its own: the publishing thread may be blocked on the other
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                  timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
+            first = self._seen(store)
+            time.sleep(3 * BEAT_S)
+            second = self._seen(store)
+        except Exception:  # noqa: BLE001 (any failure of the store means the same here)
+            return ("unknown (the rendezvous store at rank 0's host does not answer: rank 0 itself may be the one "
+                    "that stalled)")
         missing = []
         for rank in range(self.world_size):
             if rank == self.rank:
@@ -105,7 +109,7 @@ class StallWatch(threading.Thread):
             if rank not in second:
                 missing.append(f"{rank} (never reported)")
             elif second[rank][0] == first.get(rank, (None,))[0]:
-                missing.append(f"{rank} (silent: no sign of life, last at iteration {second[rank][1]}, "
+                missing.append(f"{rank} (silent: no sign of life; last reported at iteration {second[rank][1]}, "
                                f"{second[rank][2]})")
             elif (second[rank][1], list(PARTS).index(second[rank][2])) < here:
                 missing.append(f"{rank} (alive but behind: at iteration {second[rank][1]}, {second[rank][2]})")
