@@ -8,49 +8,76 @@ import subprocess
 import sys
 
 import pytest
+from launches import REPO, dry_run, entry_argv, run_script, same_weights, script_environment, unbroken_weights
 
+from checkpointing import read_checkpoint
 from initialize import arch_list_for_deepspeed, free_port
 
 pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_LINE = re.compile(r" iteration +\d+/ +\d+ \| consumed samples: +\d+ \| elapsed time per iteration \(ms\): [\d.]+ \| "
                       r"learning rate: [\d.]+E[+-]\d+ \| lm loss: \d\.\d{6}E[+-]\d\d \| loss scale: [\d.]+ \| "
                       r"grad norm: [\d.]+ \| tokens per second: [\d.]+ \| TFLOP/s per device: [\d.]+ \|")
 
 
-def _script(name, env, *flags):
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")  # this venv's launchers
-    environment = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(["bash", os.path.join(REPO, "scripts", name), *flags], capture_output=True, text=True,
-                          env=environment, cwd=REPO, timeout=600)
+def _launch_in_own_group(command, environment, stop_after, signal_to_send):
+    """Start `command` as a job step is started (its own process group: launcher, ranks, loader workers),
+    send `signal_to_send` to the whole group once `stop_after` of its output lines appeared, and return
+    (return code, all its output)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                               env=environment, start_new_session=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if len(LOG_LINE.findall("".join(lines))) >= stop_after:
+            os.killpg(process.pid, signal_to_send)
+            break
+    return process.wait(timeout=300), "".join(lines) + process.stdout.read()
+
+
+def _stopped_cleanly(output, signal_name, checkpoints, train_iters):
+    """The ranks saw the signal, committed a checkpoint of the iteration they stopped at, and exited."""
+    stopped = re.search(rf"exiting at iteration (\d+) \({signal_name}\)", output)
+    assert stopped and int(stopped.group(1)) < train_iters, output[-4000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output, output[-4000:]
+    assert (checkpoints / "latest").read_text().strip() == f"global_step{stopped.group(1)}"
 
 
 def test_deepspeed_launcher_two_ranks_zero2_bf16(tmp_path, data_prefix):
-    checkpoints = tmp_path / "checkpoints"
-    result = _script("ds_pretrain_gpt2.sh",
-                     {"NUM_GPUS": "2", "TRAIN_ITERS": "4", "NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "SEQ_LENGTH": "32",
-                      "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
-                      "DS_CONFIG": "ds_configs/ds_zero2_bf16.json"},
-                     "--data-path", data_prefix,
-               "--tokenizer-type", "CharacterLevelTokenizer",       "--data-cache-dir", str(tmp_path), "--log-interval", "2",
-                     "--eval-interval", "2", "--eval-iters", "1", "--tensorboard-dir", str(tmp_path / "runs"))
+    """scripts/ds_pretrain_gpt2.sh on 2 ranks, with dropout: SIGTERM to its whole process group (the launcher,
+    both ranks, their loader workers, as Slurm's scancel sends it) commits a checkpoint and exits; the relaunch
+    ends with the weights of an unbroken run; its checkpoint generates at 1 and 2 tensor ranks alike."""
+    checkpoints, train_iters = tmp_path / "checkpoints", 40
+    env = {"NUM_GPUS": "2", "TRAIN_ITERS": str(train_iters), "NUM_LAYERS": "2", "HIDDEN_SIZE": "64",
+           "SEQ_LENGTH": "32", "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
+           "DS_CONFIG": os.path.join(REPO, "ds_configs", "ds_zero2_bf16.json")}
+    flags = ["--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir",
+             str(tmp_path), "--log-interval", "2", "--eval-interval", "10", "--eval-iters", "1",
+             "--tensorboard-dir", str(tmp_path / "runs")]
+    script = ["bash", os.path.join(REPO, "scripts", "ds_pretrain_gpt2.sh"), *flags]
+    _, output = _launch_in_own_group(script, script_environment(**env), 1, signal.SIGTERM)
+    _stopped_cleanly(output, "SIGTERM", checkpoints, train_iters)
+    assert "data parallel 2" in output and "ZeRO stage 2, fp32 weights, bfloat16 autocast" in output
+    result = run_script("ds_pretrain_gpt2.sh", env, *flags)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert len(LOG_LINE.findall(output)) == 2, output[-4000:]
-    assert "validation loss at iteration 2 | lm loss value:" in output and "lm loss PPL:" in output
-    assert "data parallel 2" in output and "ZeRO stage 2, fp32 weights, bfloat16 autocast" in output
-    assert (checkpoints / "latest").read_text().strip() == "global_step4"
+    assert LOG_LINE.search(output), output[-4000:]
+    assert "validation loss at iteration 20 | lm loss value:" in output and "lm loss PPL:" in output
+    assert (checkpoints / "latest").read_text().strip() == f"global_step{train_iters}"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "runs"))
+    reference = entry_argv(dry_run("ds_pretrain_gpt2.sh", {**env, "CHECKPOINT_DIR": str(tmp_path / "unbroken")},
+                                   *flags))
+    assert same_weights(unbroken_weights(2, reference), read_checkpoint(str(checkpoints))[0]), \
+        "final weights must be the unbroken run's"
     # the checkpoint of two data-parallel ranks generates at two tensor-parallel ranks as in one process
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The hacker ethic\n\n")
     outputs = {}
     for mp_size in ("1", "2"):
         outputs[mp_size] = tmp_path / f"samples-{mp_size}.jsonl"
-        result = _script("generate_text.sh", {"MP_SIZE": mp_size, "GREEDY": "1", "OUT_SEQ_LENGTH": "8",
-                                              "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port())},
-                         "--sample-input-file", str(prompts), "--sample-output-file", str(outputs[mp_size]))
+        result = run_script("generate_text.sh", {"MP_SIZE": mp_size, "GREEDY": "1", "OUT_SEQ_LENGTH": "8",
+                                                 "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port())},
+                            "--sample-input-file", str(prompts), "--sample-output-file", str(outputs[mp_size]))
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     samples = [[json.loads(line) for line in outputs[size].read_text().splitlines()] for size in ("1", "2")]
     assert samples[0] == samples[1] and [s["prompt"] for s in samples[0]] == ["The hacker ethic", ""]
@@ -66,23 +93,34 @@ def test_fp16_on_cpu_is_one_clear_line(tmp_path):
                       "supported on your device\"); use --bf16 on CPU, or run on a GPU"]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_prefix):
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, data_prefix):
+    """(flags of a one-process run with dropout and a loader worker, whose --save comes last; its final
+    weights trained without a break)."""
+    tmp_path = tmp_path_factory.mktemp("one-process-run")
+    flags = ["--model-size", "tiny", "--seq-length", "32", "--train-iters", "150", "--log-interval", "1",
+             "--eval-iters", "0", "--num-workers", "1", "--data-path", data_prefix, "--tokenizer-type",
+             "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path), "--save"]
+    return flags, unbroken_weights(1, [*flags, str(tmp_path / "unbroken")])
+
+
+@pytest.mark.parametrize("signal_to_send", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_process_group_saves_and_the_resume_is_the_unbroken_run(signal_to_send, tmp_path,
+                                                                                 one_process_run):
+    """A scheduler's SIGTERM, or Ctrl-C's SIGINT, to a one-process run's group (the rank and its loader
+    worker): the rank commits a checkpoint and exits 0; the resumed run ends with the unbroken run's weights."""
+    flags, unbroken = one_process_run
     checkpoints = tmp_path / "checkpoints"
-    command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny", "--seq-length", "32",
-               "--train-iters", "100000", "--log-interval", "1", "--eval-iters", "0", "--data-path", data_prefix,
-               "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path), "--save", str(checkpoints)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(" iteration "):
-            process.send_signal(signal.SIGTERM)
-            break
-    output = "".join(lines) + process.communicate(timeout=300)[0]
-    assert process.returncode == 0, output[-3000:]
-    stopped = re.search(r"exiting at iteration (\d+) \(SIGTERM\)", output)
-    assert stopped, output[-3000:]
-    assert (checkpoints / "latest").read_text().strip() == f"global_step{stopped.group(1)}"
+    command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), *flags, str(checkpoints), "--load",
+               str(checkpoints)]
+    # torch's threads as the pool's one rank takes them (a process's cores), so that the float sums agree
+    environment = {name: value for name, value in script_environment().items() if name != "OMP_NUM_THREADS"}
+    returncode, output = _launch_in_own_group(command, environment, 1, signal_to_send)
+    assert returncode == 0, output[-3000:]
+    _stopped_cleanly(output, signal_to_send.name, checkpoints, 150)
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert same_weights(unbroken, read_checkpoint(str(checkpoints))[0]), "final weights must be the unbroken run's"
 
 
 def test_arch_list_suffixes_are_dropped_for_deepspeeds_op_builder(monkeypatch):
@@ -112,12 +150,12 @@ def test_emulated_bf16_is_one_warning_with_this_machines_ratio(monkeypatch):
 def test_gpu_benchmark_rows_parse_in_a_dry_run():
     """scripts/benchmark_gpu.sh --dry-run checks every run's flags on any machine; SIZES, SEQS and MICRO narrow
     the sweep (each grid point runs with and without activation checkpointing)."""
-    result = _script("benchmark_gpu.sh", {}, "--dry-run")
+    result = run_script("benchmark_gpu.sh", {}, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if "flags ok: pretrain_gpt2.py" in line]
     assert len(rows) == 2 * 2 * 2 * 4 + 2 + 5 + 2, result.stdout
     assert any("--compile" in row for row in rows) and any("--fp16" in row for row in rows) \
         and any("--bf16-weights" in row for row in rows) and any("--attention-types local" in row for row in rows)
     assert all("--bf16" in row.split() or "--fp16" in row.split() or "--bf16-weights" in row.split() for row in rows)
-    picked = _script("benchmark_gpu.sh", {"SIZES": "gpt2-350m", "SEQS": "1024", "MICRO": "8"}, "--dry-run")
+    picked = run_script("benchmark_gpu.sh", {"SIZES": "gpt2-350m", "SEQS": "1024", "MICRO": "8"}, "--dry-run")
     assert picked.returncode == 0 and picked.stdout.count("flags ok") == 2 + 1 + 5 + 2, picked.stdout
