@@ -50,6 +50,9 @@ ARCHITECTURE_PRESETS = {"gpt-neo-125m": _NEO, "gpt-neo-1.3b": _NEO, "gpt-neo-2.7
 # Presets whose real models read another tokenizer than the default (GPT-2's BPE): a run must name one.
 PRESET_TOKENIZERS = {name: "GPT-NeoX-20B's tokenizer (50277 tokens)" for name in ("pythia-160m", "gpt-neox-20b")}
 
+# Megatron-Core's names for choices we have under other names.
+MEGATRON_CORE_NAMES = {"rope": "rotary", "learned_absolute": "learned"}
+
 # Megatron-LM v0 flags whose behaviour is always on here: accepted, and --help says so.
 ACCEPTED_AS_DEFAULT = {
     "--lazy-loader": "Megatron-LM v0's switch: loose JSON is always read lazily here (memory-mapped, offsets cached)",
@@ -73,6 +76,16 @@ REFUSED_FLAGS = {
                        "with the run's tokenizer flags",
     "--use-flash-attn": "torch's scaled_dot_product_attention already uses flash attention on GPUs that have it",
     "--no-async-tensor-model-parallel-allreduce": "tensor-parallel all-reduces are synchronous here",
+    "--sequence-parallel": "Megatron-Core's sequence parallelism (LayerNorm and dropout split over tensor ranks) is not "
+                           "built here; tensor parallelism replicates those activations",
+    "--group-query-attention": "grouped-query attention is not built here: every head has its own keys and values",
+    "--num-query-groups": "grouped-query attention is not built here: every head has its own keys and values",
+    "--overlap-grad-reduce": "gradient reduction is DeepSpeed's (its ds_config's overlap_comm, on by default for ZeRO)",
+    "--overlap-param-gather": "parameter gathering is DeepSpeed's (ZeRO-3's prefetch settings in the ds_config)",
+    "--tp-comm-overlap": "tensor-parallel communication is not overlapped with compute here",
+    "--context-parallel-size": "context parallelism is not built here; long sequences need --checkpoint-activations",
+    "--use-mcore-models": "there is one model implementation here (model/)",
+    "--transformer-impl": "there is one model implementation here (model/)",
 }
 
 
@@ -154,22 +167,28 @@ def add_architecture_args(parser):
     group.add_argument("--no-attention-scaling", action="store_true",
                        help="attention scores not divided by sqrt(head size) (GPT-Neo)")
     group.add_argument("--position-embedding-type", choices=POSITION_EMBEDDING_TYPES, default="learned",
-                       help="learned (GPT-2), rotary (GPT-NeoX), alibi, axial (GPT-Neo), none")
+                       type=lambda name: MEGATRON_CORE_NAMES.get(name, name),
+                       help="learned (GPT-2), rotary (GPT-NeoX), alibi, axial (GPT-Neo), none; Megatron-Core's rope "
+                            "and learned_absolute too")
     group.add_argument("--rotary-pct", type=float, default=1.0, help="share of each head's dimensions rotated")
     group.add_argument("--rotary-emb-base", type=float, default=10000.0, help="rotary frequencies' base")
     group.add_argument("--axial-pos-shape", type=int, nargs=2, default=None,
                        help="axial positions: two factors whose product covers --max-position-embeddings")
     group.add_argument("--activation", choices=ACTIVATIONS, default="gelu_tanh",
                        help="MLP activation; swiglu, geglu and mlp_glu (GPT-Neo's) are gated (value x act(gate))")
-    group.add_argument("--normalization", choices=NORMALIZATIONS, default="layernorm")
+    group.add_argument("--normalization", choices=NORMALIZATIONS, default="layernorm", type=str.lower,
+                       help="layernorm, rmsnorm, scalenorm (Megatron-Core's LayerNorm and RMSNorm too)")
+    group.add_argument("--swiglu", dest="activation", action="store_const", const="swiglu",
+                       help="Megatron-Core's name for --activation swiglu")
     group.add_argument("--rezero", action="store_true",
                        help="x + g f(x), g a learned scalar from 0, no norms in blocks")
     group.add_argument("--parallel-residual", action="store_true",
                        help="x + attention(norm1(x)) + mlp(norm2(x)) (GPT-J, GPT-NeoX)")
-    group.add_argument("--no-bias", action="store_true", help="linear layers without biases")
+    group.add_argument("--no-bias", "--disable-bias-linear", action="store_true",
+                       help="linear layers without biases")
     group.add_argument("--no-qkv-bias", action="store_true",
                        help="query/key/value projections without biases (GPT-Neo)")
-    group.add_argument("--untie-embeddings", action="store_true",
+    group.add_argument("--untie-embeddings", "--untie-embeddings-and-output-weights", action="store_true",
                        help="a separate output embedding (GPT-NeoX's embed_out) instead of the input embedding's")
     group.add_argument("--num-experts", type=int, default=1, help="experts per MoE layer (1: no mixture of experts)")
     group.add_argument("--moe-layers", nargs="+", default=["every:2"],
@@ -214,7 +233,13 @@ def add_training_args(parser):
                        help="samples to train on: --train-iters = samples // global batch (Megatron-LM)")
     group.add_argument("--checkpoint-activations", action="store_true",
                        help="recompute activations in backward (mpu.checkpoint, or DeepSpeed's with the flag below)")
-    group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation checkpoint")
+    group.add_argument("--checkpoint-num-layers", "--recompute-num-layers", type=int, default=1,
+                       help="layers per activation checkpoint")
+    group.add_argument("--recompute-granularity", choices=("full", "selective"), default=None,
+                       help="Megatron-Core's: full is --checkpoint-activations (selective is not built here)")
+    group.add_argument("--recompute-method", choices=("uniform", "block"), default=None,
+                       help="Megatron-Core's: uniform is --checkpoint-activations in groups of --recompute-num-layers "
+                            "(block is not built here)")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile every transformer layer (for GPUs: fused kernels; the first iterations "
                             "compile, and on a CPU it needs a C++ compiler); not with ZeRO-3")
@@ -346,6 +371,9 @@ def add_distributed_args(parser):
                             "checkpoint) that waits longer than this stops the job with a line naming where it waited "
                             "and which ranks had not arrived (Megatron-LM's flag and default; fractions allowed). Raise "
                             "it when rank 0 builds a large corpus's index at start-up or a save takes longer")
+    group.add_argument("--use-distributed-optimizer", action="store_true",
+                       help="Megatron-Core's name for ZeRO-1: optimizer states partitioned over the data-parallel "
+                            "ranks (--zero-stage 1 unless a higher stage is set)")
     group.add_argument("--local_rank", "--local-rank", type=int, default=None,
                        help="set by the deepspeed launcher; torchrun sets LOCAL_RANK instead")
     return parser
@@ -360,6 +388,8 @@ def add_validation_args(parser):
 
 def add_data_args(parser):
     group = parser.add_argument_group("data")
+    group.add_argument("--data-impl", choices=("mmap", "infer", "lazy", "cached"), default="mmap",
+                       help="Megatron's: .bin/.idx data is always read memory-mapped here (mmap, infer accepted)")
     group.add_argument("--data-path", nargs="+", default=None,
                        help="preprocessed .bin/.idx prefix, or weight-prefix pairs to blend (0.3 A 0.7 B)")
     group.add_argument("--train-data", nargs="+", default=None,
@@ -501,6 +531,28 @@ def add_all_args(parser):
     return deepspeed.add_config_arguments(parser)
 
 
+def _megatron_core_flags(args):
+    """Megatron-Core's recompute, distributed-optimizer and data-impl flags as ours; what is not built, one line."""
+    problems = []
+    if args.recompute_granularity == "selective":
+        problems.append("--recompute-granularity selective (attention's core recomputed alone) is not built here; use "
+                        "--recompute-granularity full (every layer recomputed, in groups of --recompute-num-layers)")
+    if args.recompute_method == "block":
+        problems.append("--recompute-method block (only the first --recompute-num-layers layers of each stage) is not "
+                        "built here; use --recompute-method uniform (every layer, in groups of --recompute-num-layers)")
+    if args.recompute_granularity == "full" or args.recompute_method == "uniform":
+        args.checkpoint_activations = True
+    if args.use_distributed_optimizer:
+        if args.zero_stage == 0:
+            problems.append("--use-distributed-optimizer partitions optimizer states (ZeRO-1) but --zero-stage is 0: "
+                            "drop one of them")
+        args.zero_stage = args.zero_stage or 1
+    if args.data_impl in ("lazy", "cached"):
+        problems.append(f"--data-impl {args.data_impl}: .bin/.idx data is always read memory-mapped here (mmap); "
+                        "preprocess with scripts/preprocess_data.py and drop the flag or give mmap")
+    return problems
+
+
 def explicit_flags(parser, argv):
     """The destinations of the flags given on the command line (not left at their defaults)."""
     quiet = copy.deepcopy(parser)
@@ -531,7 +583,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         if name not in args.explicit:
             setattr(args, name, value)
     args.max_position_embeddings = args.max_position_embeddings or args.seq_length
-    problems = _iterations_from_samples(args)
+    problems = _iterations_from_samples(args) + _megatron_core_flags(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
     problems += _warmup_fraction(args)
     problems += check_args(args) + tokenizer_problems(args, args.explicit)

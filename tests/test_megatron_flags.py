@@ -73,6 +73,35 @@ def test_flags_without_meaning_here_are_one_clear_line(argv, expected, capsys):
     assert expected.replace("no custom kernel", "not fused by a custom kernel") in message, message
 
 
+MEGATRON_CORE = ["--swiglu", "--position-embedding-type", "rope", "--normalization", "RMSNorm",
+                 "--untie-embeddings-and-output-weights", "--disable-bias-linear", "--use-distributed-optimizer",
+                 "--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "2",
+                 "--data-impl", "mmap", "--tokenizer-type", "GPT2BPETokenizer", "--distributed-backend", "nccl"]
+OURS = ["--activation", "swiglu", "--position-embedding-type", "rotary", "--normalization", "rmsnorm",
+        "--untie-embeddings", "--no-bias", "--zero-stage", "1", "--checkpoint-activations", "--checkpoint-num-layers",
+        "2", "--tokenizer-type", "GPT2BPETokenizer", "--distributed-backend", "nccl"]
+
+
+def test_megatron_core_job_flags_are_our_features_under_their_names():
+    """The flags Megatron-Core job files carry (Kempner's guide, Megatron-DeepSpeed's examples) set what ours set."""
+    theirs, ours = vars(arguments.get_args(MEGATRON_CORE)), vars(arguments.get_args(OURS))
+    differing = {name for name in theirs if theirs[name] != ours.get(name)}
+    assert differing == {"explicit", "recompute_granularity", "recompute_method", "use_distributed_optimizer"}, differing
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--sequence-parallel"], "sequence parallelism (LayerNorm and dropout split over tensor ranks) is not built"),
+    (["--group-query-attention", "--num-query-groups", "8"], "grouped-query attention is not built here"),
+    (["--recompute-granularity", "selective"], "--recompute-granularity selective (attention's core recomputed "
+                                                "alone) is not built here"),
+    (["--recompute-method", "block"], "--recompute-method block (only the first --recompute-num-layers layers"),
+    (["--data-impl", "lazy"], "--data-impl lazy: .bin/.idx data is always read memory-mapped here"),
+    (["--use-distributed-optimizer", "--zero-stage", "0"], "--use-distributed-optimizer partitions optimizer states"),
+], ids=lambda value: value[0] if isinstance(value, list) else None)
+def test_megatron_core_flags_we_do_not_have_are_one_line_each(argv, expected, capsys):
+    assert expected in _error(argv, capsys)
+
+
 def test_v0_switches_that_are_always_on_change_nothing():
     with_flag = vars(arguments.get_args(["--lazy-loader"]))
     without = vars(arguments.get_args([]))
