@@ -99,15 +99,39 @@ def _over_data_parallel(rows, seconds=0.0):
     return [dict(zip(names, values)) for values in averaged.tolist()], every_rank[:, 0, 0].tolist()
 
 
+def _parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _deepspeed_runner():
+    """(the `deepspeed` command's pid, its launch.py's pid) when this rank runs under DeepSpeed's launcher
+    on this node (deepspeed -> launch.py -> rank), else None. A SIGTERM to the `deepspeed` command alone
+    ends it without passing the signal on, and launch.py's ranks would train on as orphans."""
+    launch = os.getppid()
+    try:
+        with open(f"/proc/{launch}/cmdline", "rb") as f:
+            if b"deepspeed.launcher.launch" not in f.read():
+                return None
+    except OSError:
+        return None
+    return _parent_of(launch), launch
+
+
 class _StopSignal:
     """SIGTERM (schedulers send it before killing a job) or SIGINT (Ctrl-C) asks for a checkpoint and a
-    clean exit; a second SIGINT stops at once. The ranks agree on it every iteration over a CPU (gloo)
-    group, so the check never waits for a GPU. Handlers are restored when training ends."""
+    clean exit; a second SIGINT stops at once; so does the end of the `deepspeed` command that launched
+    this rank. The ranks agree on it every iteration over a CPU (gloo) group, so the check never waits
+    for a GPU. Handlers are restored when training ends."""
 
     def __init__(self):
         self.received = None
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        self.runner = _deepspeed_runner()
 
     def _handle(self, signum, frame):
         if signum == signal.SIGINT and self.received == "SIGINT":
@@ -116,6 +140,8 @@ class _StopSignal:
 
     def anywhere(self):
         mark("stop agreement")
+        if self.runner and self.received is None and _parent_of(self.runner[1]) != self.runner[0]:
+            self.received = "the deepspeed launcher ended"
         flag = torch.tensor([int(self.received is not None)])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return bool(flag[0])
