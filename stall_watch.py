@@ -90,14 +90,14 @@ class StallWatch(threading.Thread):
         return seen
 
     def missing_ranks(self):
-        """Which ranks had not arrived: silent ones (no beat in 3 s) and ones alive at an earlier place."""
+        """Which ranks had not arrived: silent ones (no beat in 2.5 s) and ones alive at an earlier place."""
         iteration, part, _ = self.position
         here = (iteration, list(PARTS).index(part))
         try:  # a connection of its own: the publishing thread may be blocked on the other
             store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                                   timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
             first = self._seen(store)
-            time.sleep(3 * BEAT_S)
+            time.sleep(2.5 * BEAT_S)
             second = self._seen(store)
         except Exception:  # noqa: BLE001 (any failure of the store means the same here)
             return ("unknown (the rendezvous store at rank 0's host does not answer: rank 0 itself may be the one "

@@ -94,9 +94,10 @@ def _over_data_parallel(rows, seconds=0.0):
                                              for name in names])
     gathered = [torch.empty_like(table) for _ in range(mpu.get_data_parallel_world_size())]
     dist.all_gather(gathered, table, group=mpu.get_data_parallel_group())
-    every_rank = torch.stack(gathered).cpu()
-    averaged = every_rank[:, 1:, :len(names)].mean(0)
-    return [dict(zip(names, values)) for values in averaged.tolist()], every_rank[:, 0, 0].tolist()
+    every_rank = torch.stack(gathered)
+    read = torch.cat([every_rank[:, 0, 0], every_rank[:, 1:, :len(names)].mean(0).flatten()]).tolist()  # one read
+    seconds, values = read[:len(gathered)], read[len(gathered):]
+    return [dict(zip(names, values[i:i + len(names)])) for i in range(0, len(values), max(1, len(names)))], seconds
 
 
 def _parent_of(pid):

@@ -131,8 +131,8 @@ def test_a_job_that_never_assembles_stops_with_one_line(tmp_path, data_prefix):
 
 def test_a_stopped_rank_ends_the_job_with_a_line_and_the_next_launch_resumes(tmp_path, data_prefix):
     """Rank 1 stopped with SIGSTOP after the checkpoint of iteration 10: rank 0 exits within the timeout
-    (0.25 min) + 60 s naming where it waited and rank 1; the relaunch ends with the unbroken run's weights."""
-    timeout_minutes, iters = 0.25, 40
+    (0.15 min) + 60 s naming where it waited and rank 1; the relaunch ends with the unbroken run's weights."""
+    timeout_minutes, iters = 0.15, 40
     env = {**_sizes(data_prefix, tmp_path / "ckpt", iters=iters), "TIMEOUT_MINUTES": str(timeout_minutes)}
     flags = [*_flags(tmp_path)[:-4], "--save-interval", "10", "--log-interval", "5"]  # dropout on
     rank0, rank1 = _srun_processes(env, flags)
