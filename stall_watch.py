@@ -51,6 +51,15 @@ def is_collective_failure(error):
     return isinstance(error, RuntimeError) and any(text in str(error) for text in COLLECTIVE_FAILURES)
 
 
+def _store_client():
+    """A client of the rendezvous store (rank 0's, or torchrun's agent's); None when it cannot be reached."""
+    try:
+        return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                             timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
+    except (RuntimeError, KeyError, ValueError):
+        return None
+
+
 class StallWatch(threading.Thread):
     def __init__(self, timeout, describe_checkpoint):
         super().__init__(daemon=True, name="stall-watch")
@@ -59,8 +68,7 @@ class StallWatch(threading.Thread):
         self.describe_checkpoint = describe_checkpoint
         self.position = (0, "batch", time.monotonic())
         self.beat, self.done, self.reported = 0, threading.Event(), threading.Lock()
-        self.store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                   timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
+        self.store = _store_client()
 
     def enter(self, part, iteration=None):
         self.position = (self.position[0] if iteration is None else iteration, part, time.monotonic())
@@ -73,7 +81,7 @@ class StallWatch(threading.Thread):
             iteration, part, since = self.position
             self.beat += 1
             with contextlib.suppress(Exception):  # a store that does not answer: the report says so
-                self.store.set(self._key(self.rank), f"{self.beat} {iteration} {part}")
+                self.store.set(self._key(self.rank), f"{self.beat} {iteration} {part}")  # (None: AttributeError)
             waited = time.monotonic() - since
             if waited > self.timeout_s:
                 self.fail(f"no progress for {waited:.0f} s")
@@ -94,8 +102,7 @@ class StallWatch(threading.Thread):
         iteration, part, _ = self.position
         here = (iteration, list(PARTS).index(part))
         try:  # a connection of its own: the publishing thread may be blocked on the other
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                  timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
+            store = _store_client()
             first = self._seen(store)
             time.sleep(2.5 * BEAT_S)
             second = self._seen(store)
