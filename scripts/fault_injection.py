@@ -178,7 +178,8 @@ def main(argv=None):
     workdir = args.workdir or tempfile.mkdtemp(prefix="fault-injection-")
     os.makedirs(workdir, exist_ok=True)
     data_prefix = _data_prefix(workdir)
-    _unbroken_run(data_prefix, os.path.join(workdir, "warm-up"), workdir)  # builds DeepSpeed's op: a slow start-up
+    if not os.path.isfile(os.path.join(workdir, "extensions", "deepspeed_shm_comm", "deepspeed_shm_comm.so")):
+        _unbroken_run(data_prefix, os.path.join(workdir, "warm-up"), workdir)  # builds DeepSpeed's op: a slow start-up
     startup_s, run_s = _unbroken_run(data_prefix, os.path.join(workdir, "unbroken"), workdir)
     reference, _, _ = read_checkpoint(os.path.join(workdir, "unbroken"))
     tally, rng = _Tally(), random.Random(args.seed)

@@ -48,8 +48,8 @@ def test_deepspeed_launcher_two_ranks_zero2(tmp_path, data_prefix):
     both ranks, their loader workers, as Slurm's scancel sends it) commits a checkpoint and exits; the relaunch
     ends with the weights of an unbroken run (in fp32: a bf16-autocast reference trained on the pool's ranks
     once differed from the launched run in the fourth decimal inside the whole suite, never alone); its
-    checkpoint generates at 1 and 2 tensor ranks alike."""
-    checkpoints, train_iters = tmp_path / "checkpoints", 40
+    checkpoint generates through scripts/generate_text.sh."""
+    checkpoints, train_iters = tmp_path / "checkpoints", 20
     env = {"NUM_GPUS": "2", "TRAIN_ITERS": str(train_iters), "NUM_LAYERS": "2", "HIDDEN_SIZE": "64",
            "SEQ_LENGTH": "32", "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
            "DS_CONFIG": os.path.join(REPO, "ds_configs", "ds_zero2.json")}
@@ -71,19 +71,15 @@ def test_deepspeed_launcher_two_ranks_zero2(tmp_path, data_prefix):
                                    *flags))
     assert same_weights(unbroken_weights(2, reference), read_checkpoint(str(checkpoints))[0]), \
         "final weights must be the unbroken run's"
-    # the checkpoint of two data-parallel ranks generates at two tensor-parallel ranks as in one process
+    # the checkpoint of two data-parallel ranks generates through the script (at TP 1 and 2: test_generate_samples)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The hacker ethic\n\n")
-    outputs = {}
-    for mp_size in ("1", "2"):
-        outputs[mp_size] = tmp_path / f"samples-{mp_size}.jsonl"
-        result = run_script("generate_text.sh", {"MP_SIZE": mp_size, "GREEDY": "1", "OUT_SEQ_LENGTH": "8",
-                                                 "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port())},
-                            "--sample-input-file", str(prompts), "--sample-output-file", str(outputs[mp_size]))
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    samples = [[json.loads(line) for line in outputs[size].read_text().splitlines()] for size in ("1", "2")]
-    assert samples[0] == samples[1] and [s["prompt"] for s in samples[0]] == ["The hacker ethic", ""]
-    assert all(len(s["tokens"]) <= 8 for s in samples[0])
+    samples = tmp_path / "samples.jsonl"
+    result = run_script("generate_text.sh", {"GREEDY": "1", "OUT_SEQ_LENGTH": "8", "CHECKPOINT_DIR": str(checkpoints)},
+                        "--sample-input-file", str(prompts), "--sample-output-file", str(samples))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    written = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [s["prompt"] for s in written] == ["The hacker ethic", ""] and all(len(s["tokens"]) <= 8 for s in written)
 
 
 def test_fp16_on_cpu_is_one_clear_line(tmp_path):
@@ -95,33 +91,25 @@ def test_fp16_on_cpu_is_one_clear_line(tmp_path):
                       "supported on your device\"); use --bf16 on CPU, or run on a GPU"]
 
 
-@pytest.fixture(scope="module")
-def one_process_run(tmp_path_factory, data_prefix):
-    """(flags of a one-process run with dropout and a loader worker, whose --save comes last; its final
-    weights trained without a break)."""
-    tmp_path = tmp_path_factory.mktemp("one-process-run")
-    flags = ["--model-size", "tiny", "--seq-length", "32", "--train-iters", "150", "--log-interval", "1",
+def test_signals_to_the_process_group_save_and_the_resumes_are_the_unbroken_run(tmp_path, data_prefix):
+    """Ctrl-C's SIGINT, then a scheduler's SIGTERM, to a one-process run's whole group (the rank and its
+    loader worker): each time the rank commits a checkpoint and exits 0; the run resumed twice ends with the
+    weights of the run trained without a break (dropout on)."""
+    train_iters, checkpoints = 100, tmp_path / "checkpoints"
+    flags = ["--model-size", "tiny", "--seq-length", "32", "--train-iters", str(train_iters), "--log-interval", "1",
              "--eval-iters", "0", "--num-workers", "1", "--data-path", data_prefix, "--tokenizer-type",
-             "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path), "--save"]
-    return flags, unbroken_weights(1, [*flags, str(tmp_path / "unbroken")])
-
-
-@pytest.mark.parametrize("signal_to_send", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_process_group_saves_and_the_resume_is_the_unbroken_run(signal_to_send, tmp_path,
-                                                                                 one_process_run):
-    """A scheduler's SIGTERM, or Ctrl-C's SIGINT, to a one-process run's group (the rank and its loader
-    worker): the rank commits a checkpoint and exits 0; the resumed run ends with the unbroken run's weights."""
-    flags, unbroken = one_process_run
-    checkpoints = tmp_path / "checkpoints"
-    command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), *flags, str(checkpoints), "--load",
+             "CharacterLevelTokenizer", "--data-cache-dir", str(tmp_path)]
+    command = [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), *flags, "--save", str(checkpoints), "--load",
                str(checkpoints)]
     # torch's threads as the pool's one rank takes them (a process's cores), so that the float sums agree
     environment = {name: value for name, value in script_environment().items() if name != "OMP_NUM_THREADS"}
-    returncode, output = _launch_in_own_group(command, environment, 1, signal_to_send)
-    assert returncode == 0, output[-3000:]
-    _stopped_cleanly(output, signal_to_send.name, checkpoints, 150)
+    for signal_to_send in (signal.SIGINT, signal.SIGTERM):
+        returncode, output = _launch_in_own_group(command, environment, 1, signal_to_send)
+        assert returncode == 0, output[-3000:]
+        _stopped_cleanly(output, signal_to_send.name, checkpoints, train_iters)
     resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    unbroken = unbroken_weights(1, [*flags, "--save", str(tmp_path / "unbroken")])
     assert same_weights(unbroken, read_checkpoint(str(checkpoints))[0]), "final weights must be the unbroken run's"
 
 

@@ -1,7 +1,8 @@
 """Two "nodes" on this machine, launched the way clusters launch: two torchrun agents meeting by c10d
 rendezvous, a real mpiexec (PyPI's mpich), and srun's environment for two processes. Each logs one
-process's losses and resumes exactly; a job that never assembles stops with one line; a rank stopped
-with SIGSTOP ends the job within the timeout with a line naming it, and the next launch resumes."""
+process's losses and resumes exactly (srun's after a rank stopped with SIGSTOP, which ends the job within
+the timeout with a line naming it); a job that never assembles stops with one line. Dropout is off so
+that two ranks log one process's losses; resumes with dropout on: tests/test_launchers.py, test_resume.py."""
 
 import os
 import signal
@@ -83,16 +84,8 @@ def _srun_processes(env, flags, job_id="4242"):
     return tasks
 
 
-def _srun(env, flags):
-    tasks = _srun_processes(env, flags)
-    outputs = [task.communicate(timeout=300)[0] for task in tasks]
-    assert all(task.returncode == 0 for task in tasks), "\n".join(outputs)[-4000:]
-    return outputs[0]
-
-
 LAUNCHES = {"torchrun c10d, two agents": (_two_torchrun_agents, "torchrun / deepspeed"),
-            "mpiexec -n 2": (_mpiexec, "MPI (PMI: MPICH, Cray PALS, Intel MPI)"),
-            "srun environment": (_srun, "Slurm")}
+            "mpiexec -n 2": (_mpiexec, "MPI (PMI: MPICH, Cray PALS, Intel MPI)")}  # srun's: the stall test below
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)
@@ -129,31 +122,38 @@ def test_a_job_that_never_assembles_stops_with_one_line(tmp_path, data_prefix):
     assert time.monotonic() - started < 6 + 60
 
 
-def test_a_stopped_rank_ends_the_job_with_a_line_and_the_next_launch_resumes(tmp_path, data_prefix):
-    """Rank 1 stopped with SIGSTOP after the checkpoint of iteration 10: rank 0 exits within the timeout
-    (0.15 min) + 60 s naming where it waited and rank 1; the relaunch ends with the unbroken run's weights."""
-    timeout_minutes, iters = 0.15, 40
-    env = {**_sizes(data_prefix, tmp_path / "ckpt", iters=iters), "TIMEOUT_MINUTES": str(timeout_minutes)}
-    flags = [*_flags(tmp_path)[:-4], "--save-interval", "10", "--log-interval", "5"]  # dropout on
+def test_srun_ranks_log_one_process_losses_and_a_stopped_rank_ends_the_job(tmp_path, data_prefix,
+                                                                          one_process_losses):
+    """slurm_srun.sbatch's command as two srun tasks; rank 1 stopped with SIGSTOP after the checkpoint of
+    iteration 5: rank 0 exits within the timeout (0.15 min) + 60 s with a line naming where it waited and
+    rank 1; the relaunch resumes from that checkpoint; together they log the one-process losses and end
+    with the weights of an unbroken 2-rank run."""
+    timeout_minutes = 0.15
+    env = {**_sizes(data_prefix, tmp_path / "ckpt"), "TIMEOUT_MINUTES": str(timeout_minutes)}
+    flags = [*_flags(tmp_path), "--save-interval", str(FIRST_LAUNCH)]
     rank0, rank1 = _srun_processes(env, flags)
     lines = []
     for line in rank0.stdout:
         lines.append(line)
-        if line.startswith("saved checkpoint at iteration 10 "):
+        if line.startswith(f"saved checkpoint at iteration {FIRST_LAUNCH} "):
             rank1.send_signal(signal.SIGSTOP)
             break
     stopped = time.monotonic()
-    output = "".join(lines) + rank0.communicate(timeout=timeout_minutes * 60 + 60)[0]
+    first = "".join(lines) + rank0.communicate(timeout=timeout_minutes * 60 + 60)[0]
     waited = time.monotonic() - stopped
     rank1.kill()
     rank1.communicate()
-    assert rank0.returncode == 1 and waited < timeout_minutes * 60 + 60, output[-3000:]
-    (line,) = [line for line in output.splitlines() if line.startswith("rank 0: stalled at iteration")]
+    assert "> launcher: Slurm; world size 2, rank 0 (local rank 0 of 2)" in first, first[-3000:]
+    assert rank0.returncode == 1 and waited < timeout_minutes * 60 + 60, first[-3000:]
+    (line,) = [line for line in first.splitlines() if line.startswith("rank 0: stalled at iteration")]
     assert "waiting in" in line and "ranks that did not arrive: 1 (silent" in line, line
-    committed = (tmp_path / "ckpt" / "latest").read_text().strip()
-    assert f"the last committed checkpoint is {committed} in {tmp_path / 'ckpt'}" in line, line
-    resumed = [task.communicate(timeout=300)[0] for task in _srun_processes(env, flags, job_id="4243")]
-    assert f"loaded checkpoint {tmp_path / 'ckpt' / committed}/" in resumed[0], resumed[0][-3000:]
+    assert f"the last committed checkpoint is global_step{FIRST_LAUNCH} in {tmp_path / 'ckpt'}" in line, line
+    tasks = _srun_processes(env, flags, job_id="4243")
+    second = [task.communicate(timeout=300)[0] for task in tasks][0]
+    assert all(task.returncode == 0 for task in tasks), second[-3000:]
+    assert f"loaded checkpoint {tmp_path / 'ckpt' / f'global_step{FIRST_LAUNCH}'}/" in second, second[-3000:]
+    assert sorted(logged_losses(second)) == list(range(FIRST_LAUNCH + 1, ITERS + 1)), second[-3000:]
+    assert {**logged_losses(first), **logged_losses(second)} == pytest.approx(one_process_losses, rel=1e-5)
     words = dry_run("slurm_srun.sbatch", {**env, "CHECKPOINT_PATH": str(tmp_path / "unbroken"),
                                           "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": "1",
                                           "SLURM_SUBMIT_DIR": REPO}, *flags)
