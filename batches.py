@@ -13,6 +13,7 @@ the tokens are spread over micro-batches (masked positions, short or padded samp
 """
 
 import signal
+import time
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,29 @@ def _leave_stop_signals_to_the_rank(worker_id):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class TimedReads:
+    """An iterator that sums the seconds its next() took: how long this rank waited for its own data (the
+    loader, its workers, the filesystem), before any collective; the log line names the slowest rank."""
+
+    def __init__(self, iterator):
+        self.iterator, self.seconds = iterator, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        started = time.perf_counter()
+        try:
+            return next(self.iterator)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def data_wait(iterator):
+    """Seconds a batches() iterator has waited for data so far (0 on ranks that receive their batches)."""
+    return iterator.seconds if isinstance(iterator, TimedReads) else 0.0
+
+
 def data_loader(dataset, args, consumed_samples=0):
     """Batches for this data-parallel rank, only on tensor-parallel rank 0 (the others receive them, so
     whether to run a step must be decided from the dataset, which every rank has, not from this)."""
@@ -46,11 +70,12 @@ def data_loader(dataset, args, consumed_samples=0):
                                       mpu.get_data_parallel_world_size(), consumed_samples=consumed_samples)
     # A loader's iterator draws its workers' base seed from `generator`; from torch's default generator
     # it would shift the dropout stream of tensor-parallel rank 0 only, and of a resumed run only.
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                                            persistent_workers=args.num_workers > 0,
-                                            worker_init_fn=_leave_stop_signals_to_the_rank,
-                                            pin_memory=get_accelerator().device_name() != "cpu",  # async copies
-                                            generator=torch.Generator().manual_seed(args.seed)))
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                                         persistent_workers=args.num_workers > 0,
+                                         worker_init_fn=_leave_stop_signals_to_the_rank,
+                                         pin_memory=get_accelerator().device_name() != "cpu",  # async copies
+                                         generator=torch.Generator().manual_seed(args.seed))
+    return TimedReads(iter(loader))
 
 
 def loss_tokens_per_micro_batch(counts):

@@ -150,6 +150,7 @@ def watching(timeout, describe_checkpoint):
         if is_collective_failure(error):
             _active.fail(str(error).splitlines()[0][:300])
         raise
-    finally:
+    finally:  # the thread ends before the process may: a daemon thread inside the store's C++ at exit aborts it
         _active.done.set()
+        _active.join(timeout=STORE_TIMEOUT_S + BEAT_S)
         _active = None

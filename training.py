@@ -21,7 +21,7 @@ from deepspeed.accelerator import get_accelerator
 from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_groups_for_optimizer
 
 import mpu
-from batches import batches, micro_batches
+from batches import batches, data_wait, micro_batches
 from checkpointing import load_checkpoint, save_checkpoint, tags
 from checkpointing.resume import check_save_folder, resume_position
 from data_utils.corpora import REPO_DATA, resolve_corpus, tokenized_corpus
@@ -83,21 +83,23 @@ def count_parameters(model):
     return int(total.sum().item()) + active_expert_parameters(model)
 
 
-def _over_data_parallel(rows, seconds=0.0):
-    """([{name: float}] averaged over the data-parallel group, [each data-parallel rank's `seconds`]) from
-    [{name: 0-dim tensor (left on the device) or float}]: one all-gather and one host synchronisation."""
+def _over_data_parallel(rows, per_rank=(0.0,)):
+    """([{name: float}] averaged over the data-parallel group, [each data-parallel rank's `per_rank` numbers])
+    from [{name: 0-dim tensor (left on the device) or float}]: one all-gather and one host read."""
     names, device = sorted(rows[0]) if rows else [], get_accelerator().current_device_name()
-    table = torch.zeros(1 + len(rows), max(1, len(names)), dtype=torch.float64, device=device)
-    table[0, 0] = seconds
+    table = torch.zeros(1 + len(rows), max(len(per_rank), len(names)), dtype=torch.float64, device=device)
+    table[0, :len(per_rank)] = torch.tensor(per_rank, dtype=torch.float64)
     for i, row in enumerate(rows, start=1):
         table[i, :len(names)] = torch.stack([torch.as_tensor(row[name], dtype=torch.float64, device=device).reshape(())
                                              for name in names])
     gathered = [torch.empty_like(table) for _ in range(mpu.get_data_parallel_world_size())]
     dist.all_gather(gathered, table, group=mpu.get_data_parallel_group())
     every_rank = torch.stack(gathered)
-    read = torch.cat([every_rank[:, 0, 0], every_rank[:, 1:, :len(names)].mean(0).flatten()]).tolist()  # one read
-    seconds, values = read[:len(gathered)], read[len(gathered):]
-    return [dict(zip(names, values[i:i + len(names)])) for i in range(0, len(values), max(1, len(names)))], seconds
+    ranks = every_rank[:, 0, :len(per_rank)].flatten()
+    read = torch.cat([ranks, every_rank[:, 1:, :len(names)].mean(0).flatten()]).tolist()  # one host read
+    numbers, values = read[:len(ranks)], read[len(ranks):]
+    return ([dict(zip(names, values[i:i + len(names)])) for i in range(0, len(values), max(1, len(names)))],
+            [numbers[r:r + len(per_rank)] for r in range(0, len(numbers), len(per_rank))])
 
 
 def _parent_of(pid):
@@ -410,34 +412,40 @@ def _train_step(steps, train_iterator, engine, args, parts=None):
 
 class _LogWindow:
     """The iterations since the last log line: their values (left on the device until the window
-    closes), learning rates and training time (evaluation and checkpoints excluded). A window that
-    starts at a resumed iteration holds fewer than --log-interval iterations and is averaged over
-    those it holds."""
+    closes), learning rates and training time (evaluation and checkpoints excluded), and the part of it
+    this rank waited for its own data. A window that starts at a resumed iteration holds fewer than
+    --log-interval iterations and is averaged over those it holds."""
 
     def __init__(self):
-        self.iterations, self.rows, self.rates, self.seconds = [], [], [], 0.0
-        self.rank_seconds = [0.0]
+        self.iterations, self.rows, self.rates, self.seconds, self.data_seconds = [], [], [], 0.0, 0.0
+        self.ranks = [(0.0, 0.0)]
 
-    def add(self, iteration, values, learning_rate, seconds):
+    def add(self, iteration, values, learning_rate, seconds, data_seconds):
         self.iterations.append(iteration)
         self.rows.append(values)
         self.rates.append(learning_rate)
         self.seconds += seconds
+        self.data_seconds += data_seconds
 
     def close(self):
         """({iteration: {name: value averaged over the data-parallel ranks, "learning rate": rate}},
         {name: mean over the window}): one collective and one host synchronisation for the window, which
-        also brings each data-parallel rank's training time (rank_seconds: the stragglers)."""
-        rows, self.rank_seconds = _over_data_parallel(self.rows, self.seconds)
+        also brings each data-parallel rank's (training seconds, data-wait seconds) into `ranks`."""
+        rows, self.ranks = _over_data_parallel(self.rows, (self.seconds, self.data_seconds))
         history = {i: {**row, "learning rate": rate} for i, row, rate in zip(self.iterations, rows, self.rates)}
         means = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]} if rows else {}
         return history, means
 
     def stragglers(self):
-        """(fastest, slowest) data-parallel rank's time per iteration in ms, and the slowest's rank."""
-        per_iteration = [1000 * s / len(self.iterations) for s in self.rank_seconds]
-        slowest = max(range(len(per_iteration)), key=per_iteration.__getitem__)
-        return min(per_iteration), per_iteration[slowest], slowest
+        """{"step time", "data wait"}: (fastest, slowest data-parallel rank's ms per iteration, the slowest's
+        rank) of each. Ranks wait for each other in the step's collectives, so their step times differ
+        little; a rank's own data wait (before any collective) shows which one holds the others up."""
+        spread = {}
+        for column, name in enumerate(("step time", "data wait")):
+            per_iteration = [1000 * numbers[column] / len(self.iterations) for numbers in self.ranks]
+            slowest = max(range(len(per_iteration)), key=per_iteration.__getitem__)
+            spread[name] = (min(per_iteration), per_iteration[slowest], slowest)
+        return spread
 
 
 def _precision_of(engine, args):
@@ -517,14 +525,14 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, writ
         return f"global_step{iteration}"
     while iteration < args.train_iters:
         mark("batch", iteration + 1)
-        started, skipped_before = time.time(), engine.skipped_steps
+        started, skipped_before, waited = time.time(), engine.skipped_steps, data_wait(train_iterator)
         values, norm = _train_step(steps, train_iterator, engine, args, parts)
         iteration += 1
         skipped_in_a_row = skipped_in_a_row + 1 if engine.skipped_steps > skipped_before else 0
         if args.max_skipped_steps and skipped_in_a_row >= args.max_skipped_steps:
             raise _too_many_skips(args, skipped_in_a_row, iteration, last_saved)
         consumed += global_batch
-        window.add(iteration, values, engine.get_lr()[0], time.time() - started)
+        window.add(iteration, values, engine.get_lr()[0], time.time() - started, data_wait(train_iterator) - waited)
         if iteration % args.log_interval == 0:
             mark("log")
             logged, means = window.close()
@@ -564,9 +572,9 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
         scalars["peak memory (GiB)"] = accelerator.max_memory_allocated() / 2 ** 30
     shares = {f"{part} share": share for part, share in parts.shares(window.seconds).items()} if parts else {}
     scalars.update(shares)
-    fastest, slowest, slowest_rank = window.stragglers()
-    if len(window.rank_seconds) > 1:
-        scalars.update({"fastest rank step time (ms)": fastest, "slowest rank step time (ms)": slowest})
+    spread = window.stragglers() if len(window.ranks) > 1 else {}
+    for name, (fastest, slowest, _) in spread.items():
+        scalars.update({f"fastest rank {name} (ms)": fastest, f"slowest rank {name} (ms)": slowest})
     line = (f" iteration {iteration:8d}/{args.train_iters:8d} | consumed samples: {consumed:12d} | "
             f"elapsed time per iteration (ms): {elapsed * 1000:.1f} | learning rate: {learning_rate:.3E} | "
             + "".join(f"{name}: {value:.6E} | " for name, value in means.items())
@@ -576,8 +584,8 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
             + f"tokens per second: {tokens_per_second:.1f} | TFLOP/s per device: {tflops:.3f} |"
             + (f" peak memory (GiB): {scalars['peak memory (GiB)']:.2f} |" if "peak memory (GiB)" in scalars else "")
             + "".join(f" {name}: {share:.1%} |" for name, share in shares.items())
-            + (f" step time over data-parallel ranks (ms): fastest {fastest:.1f}, slowest {slowest:.1f} (rank "
-               f"{slowest_rank}) |" if len(window.rank_seconds) > 1 else ""))
+            + "".join(f" {name} over data-parallel ranks (ms): fastest {fastest:.1f}, slowest {slowest:.1f} (rank "
+                      f"{rank}) |" for name, (fastest, slowest, rank) in spread.items()))
     print_rank_0(line)
     if writer:
         for name, value in scalars.items():

@@ -23,11 +23,4 @@ TRAIN_ARGS=(
     --save "$CHECKPOINT_DIR" --load "$CHECKPOINT_DIR" --save-interval 100
 )
 
-run_or_print() {  # the launch command, or with DRY_RUN set its words as a shell would quote them
-    if [[ -n "${DRY_RUN:-}" ]]; then
-        printf '%q ' "$@" | sed 's/ $//'
-        echo
-    else
-        "$@"
-    fi
-}
+source scripts/run_or_print.sh

@@ -17,5 +17,6 @@ if [ "$MP_SIZE" = 1 ]; then
 else
     LAUNCH=(deepspeed --num_gpus "$MP_SIZE" --master_port "${MASTER_PORT:-29500}")
 fi
-exec "${LAUNCH[@]}" generate_samples.py --load "${CHECKPOINT_DIR:-${CHECKPOINT_PATH:-checkpoints/gpt2}}" --model-parallel-size "$MP_SIZE" \
-    --out-seq-length "${OUT_SEQ_LENGTH:-128}" "${SAMPLING[@]}" "$@"
+source scripts/run_or_print.sh
+run_or_print "${LAUNCH[@]}" generate_samples.py --load "${CHECKPOINT_DIR:-${CHECKPOINT_PATH:-checkpoints/gpt2}}" \
+    --model-parallel-size "$MP_SIZE" --out-seq-length "${OUT_SEQ_LENGTH:-128}" "${SAMPLING[@]}" "$@"

@@ -3,6 +3,7 @@ the command it would run, checked here word by word (the last occurrence of a fl
 
 import glob
 import os
+import re
 
 import pytest
 from launches import REPO, dry_run
@@ -39,7 +40,7 @@ JOBS = {  # job scripts: (scheduler variables, launch words expected)
     "pbs_deepspeed.pbs": ({"LAUNCHER": "mpich"}, {"--launcher": "mpich", "--master_addr": "n1", **CLUSTER}),
 }
 LAUNCH_SCRIPTS = sorted(os.path.basename(path) for path in glob.glob(os.path.join(REPO, "scripts", "*.sh"))
-                        if "source scripts/defaults.sh" in open(path).read() or "run_" in open(path).read())
+                        if re.search(r"source scripts/defaults.sh|run_(torchrun|deepspeed|one_process).sh", open(path).read()))
 
 
 def _launcher(words):
@@ -85,3 +86,11 @@ def test_two_torchrun_nodes_meet_at_the_rendezvous_endpoint():
     _check(words, {**FLAGS, "--nnodes": "2", "--rdzv_backend": "c10d", "--rdzv_endpoint": "h1:29400",
                    "--max_restarts": "0"})
     assert "--standalone" not in words
+
+
+@pytest.mark.parametrize("mp_size, launcher", [("1", ["python"]), ("2", ["deepspeed", "--num_gpus", "2"])])
+def test_generate_text_reads_the_checkpoint_and_the_tensor_parallel_size(mp_size, launcher):
+    words = dry_run("generate_text.sh", {"MP_SIZE": mp_size, "CHECKPOINT_PATH": "/ckpt/run 1", "GREEDY": "1"})
+    assert words[:len(launcher)] == launcher and "generate_samples.py" in words and "--greedy" in words
+    assert words[words.index("--load") + 1] == "/ckpt/run 1"
+    assert words[words.index("--model-parallel-size") + 1] == mp_size
