@@ -98,13 +98,13 @@ class StallWatch(threading.Thread):
         return seen
 
     def missing_ranks(self):
-        """Which ranks had not arrived: silent ones (no beat in 2.5 s) and ones alive at an earlier place."""
+        """Which ranks had not arrived: silent ones (no beat in 1.5 s) and ones alive at an earlier place."""
         iteration, part, _ = self.position
         here = (iteration, list(PARTS).index(part))
         try:  # a connection of its own: the publishing thread may be blocked on the other
             store = _store_client()
             first = self._seen(store)
-            time.sleep(2.5 * BEAT_S)
+            time.sleep(1.5 * BEAT_S)
             second = self._seen(store)
         except Exception:  # noqa: BLE001 (any failure of the store means the same here)
             return ("unknown (the rendezvous store at rank 0's host does not answer: rank 0 itself may be the one "

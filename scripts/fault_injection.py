@@ -2,7 +2,7 @@
 weights must equal an unbroken run's, bit for bit.
 
     python scripts/fault_injection.py                 # 20 kills
-    python scripts/fault_injection.py --kills 3       # what CI runs
+    python scripts/fault_injection.py --kills 3 --vocabulary bytes   # what CI runs
 
 A 2-rank torchrun launch of pretrain_gpt2.py (tiny model, ZeRO-2, dropout on, a checkpoint every
 iteration) is killed, launcher and ranks, after a random delay: a third of the kills aim at start-up
@@ -42,25 +42,31 @@ ITERS = 12
 LAUNCH_TIMEOUT_S = 300
 
 
-def _data_prefix(workdir):
+TOKENIZERS = {"gpt2": "GPT2BPETokenizer", "bytes": "CharacterLevelTokenizer"}
+
+
+def _data_flags(workdir, vocabulary):
+    """The bundled corpus tokenized for the run, as its data flags."""
     from data_utils.corpora import resolve_corpus, tokenized_corpus
     from data_utils.tokenization import make_tokenizer
-    return tokenized_corpus(resolve_corpus("sample"), make_tokenizer("GPT2BPETokenizer"), os.path.join(workdir, "data"))
+    prefix = tokenized_corpus(resolve_corpus("sample"), make_tokenizer(TOKENIZERS[vocabulary]),
+                              os.path.join(workdir, "data"))
+    return ["--data-path", prefix, "--data-cache-dir", os.path.dirname(prefix), "--tokenizer-type",
+            TOKENIZERS[vocabulary]]
 
 
-def _command(data_prefix, save, port):
+def _command(data, save, port):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
             "--master_port", str(port), os.path.join(REPO, "pretrain_gpt2.py"), "--model-size", "tiny",
             "--seq-length", "32", "--batch-size", "4", "--train-iters", str(ITERS), "--lr-decay-iters", str(ITERS),
             "--lr", "1e-3", "--log-interval", "1", "--eval-iters", "0", "--zero-stage", "2",
-            "--data-path", data_prefix, "--data-cache-dir", os.path.dirname(data_prefix),
-            "--save", save, "--load", save, "--save-interval", "1"]
+            *data, "--save", save, "--load", save, "--save-interval", "1"]
 
 
-def _launch(data_prefix, save, workdir, log_path):
+def _launch(data, save, workdir, log_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": os.path.join(workdir, "extensions")}
     log = open(log_path, "w")
-    process = subprocess.Popen(_command(data_prefix, save, free_port()), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(_command(data, save, free_port()), stdout=log, stderr=subprocess.STDOUT,
                                env=environment, cwd=REPO, start_new_session=True)
     return process, log
 
@@ -98,10 +104,10 @@ def _unfinished_save(save):
                for t in os.listdir(save))
 
 
-def _unbroken_run(data_prefix, save, workdir):
+def _unbroken_run(data, save, workdir):
     """One launch to the end, without kills: (seconds to the first iteration, seconds after it)."""
     log_path = os.path.join(workdir, "unbroken.log")
-    process, log = _launch(data_prefix, save, workdir, log_path)
+    process, log = _launch(data, save, workdir, log_path)
     started, first_iteration = time.time(), None
     while process.poll() is None:
         time.sleep(0.2)
@@ -129,14 +135,14 @@ class _Tally:
                 f"{'yes' if self.equal else 'no'}")
 
 
-def _interrupted_run(data_prefix, reference, workdir, tally, kills_left, rng, startup_s, run_s):
+def _interrupted_run(data, reference, workdir, tally, kills_left, rng, startup_s, run_s):
     """One run from scratch, killed until it finishes or no kills are left (then it runs on to the end)."""
     tally.trials += 1
     save = os.path.join(workdir, f"run{tally.trials}")
     launches = 0
     while read_latest(save) != f"global_step{ITERS}":
         log_path = os.path.join(workdir, f"run{tally.trials}-launch{launches}.log")
-        process, log = _launch(data_prefix, save, workdir, log_path)
+        process, log = _launch(data, save, workdir, log_path)
         launched = time.time()
         tally.resumed += launches > 0
         launches += 1
@@ -174,17 +180,21 @@ def main(argv=None):
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to land in all (default 20)")
     parser.add_argument("--workdir", default=None, help="where runs, logs and caches go (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0, help="of the kill times")
+    parser.add_argument("--vocabulary", choices=TOKENIZERS, default="gpt2",
+                        help="gpt2: GPT-2's BPE, 50k embedding rows, a checkpoint of about 50 MB each iteration, so "
+                             "that kills land during saves; bytes: 258 ids, small saves and a faster trial (the "
+                             "suite's short version)")
     args = parser.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="fault-injection-")
     os.makedirs(workdir, exist_ok=True)
-    data_prefix = _data_prefix(workdir)
+    data = _data_flags(workdir, args.vocabulary)
     if not os.path.isfile(os.path.join(workdir, "extensions", "deepspeed_shm_comm", "deepspeed_shm_comm.so")):
-        _unbroken_run(data_prefix, os.path.join(workdir, "warm-up"), workdir)  # builds DeepSpeed's op: a slow start-up
-    startup_s, run_s = _unbroken_run(data_prefix, os.path.join(workdir, "unbroken"), workdir)
+        _unbroken_run(data, os.path.join(workdir, "warm-up"), workdir)  # builds DeepSpeed's op: a slow start-up
+    startup_s, run_s = _unbroken_run(data, os.path.join(workdir, "unbroken"), workdir)
     reference, _, _ = read_checkpoint(os.path.join(workdir, "unbroken"))
     tally, rng = _Tally(), random.Random(args.seed)
     while tally.kills < args.kills:
-        _interrupted_run(data_prefix, reference, workdir, tally, args.kills, rng, startup_s, run_s)
+        _interrupted_run(data, reference, workdir, tally, args.kills, rng, startup_s, run_s)
     print(tally.line(), flush=True)
     print(f"(workdir {workdir}; the unbroken launch: {startup_s:.1f} s of start-up, {run_s:.1f} s for {ITERS} "
           "iterations with a checkpoint each)")

@@ -22,13 +22,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def fault_injection(tmp_path_factory):
-    """The short version CI runs: 3 kills. Its workdir holds the extension folder its launches built."""
+    """The short version CI runs: 3 kills, on bytes (small checkpoints). Its workdir holds the extension folder
+    its launches built."""
     workdir = tmp_path_factory.mktemp("fault-injection")
     built = extension_folder()
     if os.path.isdir(built):  # the op this session built: the launches load it rather than compile their own
         shutil.copytree(built, workdir / "extensions", ignore=shutil.ignore_patterns("lock"))
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "fault_injection.py"), "--kills", "3",
-                             "--workdir", str(workdir)], capture_output=True, text=True, timeout=900)
+                             "--vocabulary", "bytes", "--workdir", str(workdir)], capture_output=True, text=True, timeout=900)
     return workdir, result
 
 

@@ -125,10 +125,10 @@ def test_a_job_that_never_assembles_stops_with_one_line(tmp_path, data_prefix):
 def test_srun_ranks_log_one_process_losses_and_a_stopped_rank_ends_the_job(tmp_path, data_prefix,
                                                                           one_process_losses):
     """slurm_srun.sbatch's command as two srun tasks; rank 1 stopped with SIGSTOP after the checkpoint of
-    iteration 5: rank 0 exits within the timeout (0.15 min) + 60 s with a line naming where it waited and
+    iteration 5: rank 0 exits within the timeout (0.1 min) + 60 s with a line naming where it waited and
     rank 1; the relaunch resumes from that checkpoint; together they log the one-process losses and end
     with the weights of an unbroken 2-rank run."""
-    timeout_minutes = 0.15
+    timeout_minutes = 0.1
     env = {**_sizes(data_prefix, tmp_path / "ckpt"), "TIMEOUT_MINUTES": str(timeout_minutes)}
     flags = [*_flags(tmp_path), "--save-interval", str(FIRST_LAUNCH)]
     rank0, rank1 = _srun_processes(env, flags)
