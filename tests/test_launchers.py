@@ -44,29 +44,30 @@ def _stopped_cleanly(output, signal_name, checkpoints, train_iters):
 
 def test_deepspeed_launcher_two_ranks_zero2(tmp_path, data_prefix):
     """scripts/ds_pretrain_gpt2.sh on 2 ranks, with dropout: SIGTERM to its whole process group (the launcher,
-    both ranks, their loader workers, as Slurm's scancel sends it) commits a checkpoint and exits; the relaunch
-    ends with the weights of an unbroken run (in fp32: a bf16-autocast reference trained on the pool's ranks
-    once differed from the launched run in the fourth decimal inside the whole suite, never alone)."""
+    both ranks, their loader workers, as Slurm's scancel sends it) commits a checkpoint and exits; resumed
+    on 2 ranks (the test's pool: a second launch would only repeat the first) it ends with the weights of an
+    unbroken run (in fp32: a bf16-autocast reference trained on the pool's ranks once differed from the
+    launched run in the fourth decimal inside the whole suite, never alone)."""
+    from distributed import run_distributed
+    from gpt2_runs import train
     checkpoints, train_iters = tmp_path / "checkpoints", 20
     env = {"NUM_GPUS": "2", "TRAIN_ITERS": str(train_iters), "NUM_LAYERS": "2", "HIDDEN_SIZE": "64",
            "SEQ_LENGTH": "32", "BATCH_SIZE": "2", "CHECKPOINT_DIR": str(checkpoints), "MASTER_PORT": str(free_port()),
            "DS_CONFIG": os.path.join(REPO, "ds_configs", "ds_zero2.json")}
     flags = ["--data-path", data_prefix, "--tokenizer-type", "CharacterLevelTokenizer", "--data-cache-dir",
-             str(tmp_path), "--log-interval", "2", "--eval-interval", "10", "--eval-iters", "1",
+             str(tmp_path), "--log-interval", "2", "--eval-interval", "2", "--eval-iters", "1",
              "--tensorboard-dir", str(tmp_path / "runs")]
     script = ["bash", os.path.join(REPO, "scripts", "ds_pretrain_gpt2.sh"), *flags]
     _, output = _launch_in_own_group(script, script_environment(**env), 1, signal.SIGTERM)
     _stopped_cleanly(output, "SIGTERM", checkpoints, train_iters)
-    assert "data parallel 2" in output and "ZeRO stage 2, fp32" in output
-    result = run_script("ds_pretrain_gpt2.sh", env, *flags)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert LOG_LINE.search(output), output[-4000:]
-    assert "validation loss at iteration 20 | lm loss value:" in output and "lm loss PPL:" in output
-    assert (checkpoints / "latest").read_text().strip() == f"global_step{train_iters}"
+    assert "data parallel 2" in output and "ZeRO stage 2, fp32" in output and LOG_LINE.search(output), output[-4000:]
+    assert "validation loss at iteration 2 | lm loss value:" in output and "lm loss PPL:" in output
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "runs"))
+    quiet = [*flags, "--eval-iters", "0"]  # evaluation draws nothing from the training streams: left out here
+    run_distributed(2, train, entry_argv(dry_run("ds_pretrain_gpt2.sh", env, *quiet)))
+    assert (checkpoints / "latest").read_text().strip() == f"global_step{train_iters}"
     reference = entry_argv(dry_run("ds_pretrain_gpt2.sh", {**env, "CHECKPOINT_DIR": str(tmp_path / "unbroken")},
-                                   *flags))
+                                   *quiet))
     assert same_weights(unbroken_weights(2, reference), read_checkpoint(str(checkpoints))[0]), \
         "final weights must be the unbroken run's"
 
@@ -82,8 +83,10 @@ def test_fp16_on_cpu_is_one_clear_line(tmp_path):
 
 def test_signals_to_the_process_group_save_and_the_resumes_are_the_unbroken_run(tmp_path, data_prefix):
     """Ctrl-C's SIGINT, then a scheduler's SIGTERM, to a one-process run's whole group (the rank and its
-    loader worker): each time the rank commits a checkpoint and exits 0; the run resumed twice ends with the
-    weights of the run trained without a break (dropout on)."""
+    loader worker): each time the rank commits a checkpoint and exits 0; the run resumed twice (the rest on
+    the test's pool rank) ends with the weights of the run trained without a break (dropout on)."""
+    from distributed import run_distributed
+    from gpt2_runs import train
     train_iters, checkpoints = 100, tmp_path / "checkpoints"
     flags = ["--model-size", "tiny", "--seq-length", "32", "--train-iters", str(train_iters), "--log-interval", "1",
              "--eval-iters", "0", "--num-workers", "1", "--data-path", data_prefix, "--tokenizer-type",
@@ -96,8 +99,7 @@ def test_signals_to_the_process_group_save_and_the_resumes_are_the_unbroken_run(
         returncode, output = _launch_in_own_group(command, environment, 1, signal_to_send)
         assert returncode == 0, output[-3000:]
         _stopped_cleanly(output, signal_to_send.name, checkpoints, train_iters)
-    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_distributed(1, train, [*flags, "--save", str(checkpoints), "--load", str(checkpoints)])  # the rest, resumed
     unbroken = unbroken_weights(1, [*flags, "--save", str(tmp_path / "unbroken")])
     assert same_weights(unbroken, read_checkpoint(str(checkpoints))[0]), "final weights must be the unbroken run's"
 
