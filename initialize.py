@@ -49,10 +49,18 @@ REPORT_AFTER_S = 60
 
 def extension_folder():
     """Where torch builds and finds JIT-compiled ops (DeepSpeed's): TORCH_EXTENSIONS_DIR, set to
-    <virtual environment>/torch_extensions unless it is set (or outside a virtual environment)."""
+    <virtual environment>/torch_extensions unless it is set (or outside a virtual environment).
+
+    The build there runs the environment's own ninja (pip's) even when the environment is not activated
+    (`.venv/bin/python ...` from a job script): torch runs the `ninja` it finds on PATH, and two ninja
+    versions (pip's 1.13, a system's 1.11) hash the same build command differently, so runs with and
+    without the environment on PATH rebuilt the op in turn (about 30 s each, measured here)."""
     in_virtual_environment = sys.prefix != sys.base_prefix
     if "TORCH_EXTENSIONS_DIR" not in os.environ and in_virtual_environment and os.access(sys.prefix, os.W_OK):
         os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(sys.prefix, "torch_extensions")
+    scripts = os.path.dirname(sys.executable)
+    if os.path.isfile(os.path.join(scripts, "ninja")) and os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     from torch.utils.cpp_extension import get_default_build_root
     return os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
 

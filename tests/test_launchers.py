@@ -104,6 +104,22 @@ def test_signals_to_the_process_group_save_and_the_resumes_are_the_unbroken_run(
     assert same_weights(unbroken, read_checkpoint(str(checkpoints))[0]), "final weights must be the unbroken run's"
 
 
+def test_the_op_is_built_by_the_environments_ninja_without_activation(monkeypatch):
+    """`.venv/bin/python` run without the venv on PATH found a system ninja (1.11) whose hash of the build
+    command differs from pip's (1.13): activated and plain runs rebuilt DeepSpeed's op in turn, 30 s each."""
+    import shutil
+
+    from initialize import extension_folder
+    own = os.path.join(os.path.dirname(sys.executable), "ninja")
+    if not os.path.isfile(own):
+        pytest.skip("this Python has no ninja of its own")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    extension_folder()
+    assert shutil.which("ninja") == own
+    extension_folder()
+    assert os.environ["PATH"].split(os.pathsep).count(os.path.dirname(own)) == 1
+
+
 def test_arch_list_suffixes_are_dropped_for_deepspeeds_op_builder(monkeypatch):
     """Hopper images set TORCH_CUDA_ARCH_LIST="9.0a"; DeepSpeed 0.19 parses each part as an integer (seen
     failing on an H200: "invalid literal for int() with base 10: '0a'" at fused Adam's first build)."""
