@@ -26,7 +26,6 @@ from deepspeed.accelerator import get_accelerator
 
 import launch_environment
 import mpu
-from launch_environment import free_port  # noqa: F401 (the scripts' and tests' import)
 
 # Megatron's rule: each pipeline stage draws dropout from its own streams (seed + 100 x stage).
 PIPELINE_SEED_STRIDE = 100

@@ -126,7 +126,7 @@ class StallWatch(threading.Thread):
         """Print where this rank waited and who is missing, then end the process (exit status 1)."""
         if not self.reported.acquire(blocking=False):
             return
-        iteration, part, since = self.position
+        iteration, part, _ = self.position
         message = (f"rank {self.rank}: stalled at iteration {iteration} in {part}, waiting in {PARTS[part]} "
                    f"({cause}; --distributed-timeout-minutes {self.timeout_s / 60:g}); ranks that did not "
                    f"arrive: {self.missing_ranks()}; stopping the job: {self.describe_checkpoint()}")

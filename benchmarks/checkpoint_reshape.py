@@ -33,7 +33,7 @@ def _bytes(folder):
 
 def _launch(ranks, flags, log_pattern):
     """Run pretrain_gpt2.py on `ranks` CPU processes; the seconds its log line matching log_pattern says."""
-    from initialize import free_port
+    from launch_environment import free_port
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
                str(free_port()), os.path.join(REPO, "pretrain_gpt2.py"), *flags]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,

@@ -31,6 +31,8 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from launch_environment import free_port  # noqa: E402
+
 MIB = 2 ** 20
 MIXED_PRECISION = {0: lambda psi, nd: 16 * psi, 1: lambda psi, nd: 4 * psi + 12 * psi / nd,
                    2: lambda psi, nd: 2 * psi + 14 * psi / nd, 3: lambda psi, nd: 16 * psi / nd}
@@ -134,7 +136,7 @@ def _saved_bytes(compute, owned):
 def _initialize_one_process():
     from initialize import initialize_distributed, set_random_seed
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(_free_port()))
+                      MASTER_PORT=str(free_port()))
     initialize_distributed(argparse.Namespace(local_rank=None, distributed_backend=None, model_parallel_size=1,
                                               pipe_parallel_size=1))
     set_random_seed(1234)
@@ -193,11 +195,6 @@ def output_layer_bytes(args):
     return sizes
 
 
-def _free_port():
-    from initialize import free_port
-    return free_port()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-size", default="gpt2-124m")
@@ -216,7 +213,7 @@ def main():
     argvs = [(stage, [*common, "--zero-stage", str(stage)]) for stage in args.stages]
     context = mp.get_context("spawn")
     results = context.Queue()
-    port = _free_port()
+    port = free_port()
     ranks = [context.Process(target=_rank, args=(r, args.ranks, port, argvs, results)) for r in range(args.ranks)]
     for process in ranks:
         process.start()

@@ -36,7 +36,7 @@ sys.path.insert(0, REPO)
 
 from checkpointing import read_checkpoint  # noqa: E402
 from checkpointing.tags import MANIFEST, read_latest, step_of  # noqa: E402
-from initialize import free_port  # noqa: E402
+from launch_environment import free_port  # noqa: E402
 
 ITERS = 12
 LAUNCH_TIMEOUT_S = 300

@@ -16,7 +16,7 @@ import traceback
 import torch
 import torch.multiprocessing as mp
 
-from initialize import free_port
+from launch_environment import free_port
 
 TASK_TIMEOUT_S = 600
 COLLECTIVE_TIMEOUT_S = 90

@@ -44,7 +44,7 @@ def unbroken_weights(world_size, argv):
     from distributed import run_distributed
     from gpt2_runs import train
     run_distributed(world_size, train, argv)
-    save = argv[len(argv) - 1 - argv[::-1].index("--save") + 1]
+    save = argv[len(argv) - argv[::-1].index("--save")]  # the value of the last --save
     return read_checkpoint(save)[0]
 
 

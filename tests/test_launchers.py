@@ -10,7 +10,8 @@ import pytest
 from launches import REPO, dry_run, entry_argv, run_script, same_weights, script_environment, unbroken_weights
 
 from checkpointing import read_checkpoint
-from initialize import arch_list_for_deepspeed, free_port
+from initialize import arch_list_for_deepspeed
+from launch_environment import free_port
 
 pytestmark = pytest.mark.distributed  # multi-rank training runs: left out of `pytest -m "not distributed"`
 
