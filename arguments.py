@@ -353,6 +353,31 @@ def add_mixed_precision_args(parser):
     return parser
 
 
+def add_kfac_args(parser):
+    group = parser.add_argument_group("K-FAC (a second-order preconditioner of the transformer's linear layers; "
+                                      "kfac.py)")
+    group.add_argument("--kfac", action="store_true",
+                       help="precondition the gradients of every mpu linear layer of the transformer (not the "
+                            "embeddings or the output layer) with K-FAC before the optimizer step; ZeRO-0/1, fp32 "
+                            "weights (fp32 or --bf16), no pipeline stages")
+    group.add_argument("--kfac-factor-update-steps", type=int, default=5,
+                       help="iterations between updates of the running input and output-gradient covariances")
+    group.add_argument("--kfac-inv-update-steps", type=int, default=50,
+                       help="iterations between eigendecompositions of the factors")
+    group.add_argument("--kfac-damping", type=float, default=0.001, help="added to the Kronecker eigenvalues")
+    group.add_argument("--kfac-factor-decay", type=float, default=0.95,
+                       help="running average: factor = decay x factor + (1 - decay) x the new one")
+    group.add_argument("--kfac-kl-clip", type=float, default=0.001,
+                       help="scale the preconditioned gradients so that lr^2 x <preconditioned, gradient> stays "
+                            "below this")
+    group.add_argument("--kfac-skip-layers", nargs="*", default=[], metavar="REGEX",
+                       help="leave out layers whose name matches, e.g. query_key_value or 'layers\\.0\\.'")
+    group.add_argument("--kfac-tensor-blocks", type=int, default=None,
+                       help="split each factor's tensor-parallel dimension into this many blocks, as that many "
+                            "tensor ranks do (default: the tensor-parallel size; another number at TP 1 only)")
+    return parser
+
+
 def add_distributed_args(parser):
     group = parser.add_argument_group("distributed")
     group.add_argument("--model-parallel-size", "--tensor-model-parallel-size", type=int, default=1,
@@ -524,8 +549,8 @@ def tokenizer_problems(args, explicit):
 def add_all_args(parser):
     for add in (add_model_args, add_architecture_args, add_regularization_args, add_training_args,
                 add_initialization_args, add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args,
-                add_distributed_args, add_validation_args, add_data_args, add_bert_args, add_tokenizer_args,
-                add_refused_flags):
+                add_kfac_args, add_distributed_args, add_validation_args, add_data_args, add_bert_args,
+                add_tokenizer_args, add_refused_flags):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)
@@ -740,6 +765,9 @@ def check_args(args):
     if args.deepspeed_activation_checkpointing and not args.checkpoint_activations:
         problems.append("--deepspeed-activation-checkpointing needs --checkpoint-activations")
     problems += _architecture_problems(args)
+    kfac_settings = sorted(f for f in args.explicit if f.startswith("kfac_"))
+    if kfac_settings and not args.kfac:
+        problems.append(f"--{kfac_settings[0].replace('_', '-')} sets up K-FAC: add --kfac")
     if args.use_tfrecords:
         if not args.train_data or args.data_path or args.valid_data or args.test_data:
             problems.append("--use-tfrecords reads the TFRecord files given as --train-data (split by --split); "

@@ -83,6 +83,26 @@ def guard_fp32_steps(engine):
     optimizer.step = guarded_step
 
 
+def precondition_gradients(engine, preconditioner):
+    """Run preconditioner.step(learning rate of the step) once per iteration on whole, data-parallel-averaged
+    gradients in param.grad, before DeepSpeed's optimizer takes them. ZeRO-0: the engine's reduction (none
+    on one rank) leaves the averages in param.grad before it calls optimizer.step, which is wrapped
+    (outside guard_fp32_steps: clipping sees the preconditioned gradient). ZeRO-1: at the accumulation
+    boundary optimizer.reduce_gradients moves each gradient into the partition of the rank that owns it and
+    drops param.grad; it is wrapped to run preconditioner.average_gradients() and the step first (the
+    reduction then averages equal values). Reaches: optimizer.step, optimizer.reduce_gradients."""
+    optimizer, stage = engine.optimizer, engine.zero_optimization_stage()
+    wrapped = optimizer.step if stage == 0 else optimizer.reduce_gradients
+
+    @functools.wraps(wrapped)
+    def preconditioned(*args, **kwargs):
+        if stage == 1:
+            preconditioner.average_gradients()
+        preconditioner.step(engine.get_lr()[0])
+        return wrapped(*args, **kwargs)
+    setattr(optimizer, "step" if stage == 0 else "reduce_gradients", preconditioned)
+
+
 # The optimizer states of a layout-free checkpoint (checkpointing/native_states.py, universal.py)
 
 def optimizer_file_records():

@@ -32,6 +32,7 @@ from deepspeed_config import ConfigError, build_ds_config
 from deepspeed_internals import (
     DeepSpeedVersionError,
     guard_fp32_steps,
+    precondition_gradients,
     require_written_version,
     skip_one_rank_allreduce,
 )
@@ -43,6 +44,7 @@ from initialize import (
     print_rank_0,
     set_random_seed,
 )
+from kfac import KFAC, check_kfac_layout, kfac_cost_line
 from learning_rates import megatron_scheduler
 from model.moe import active_expert_parameters, is_moe
 from model.normalization import NORMS, compute_layernorms_in_fp32
@@ -323,6 +325,10 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         except AttributeError as error:
             raise UsageError(f"--{document_flags[0].replace('_', '-')}: {error}") from None
     args.zero_stage_of_run = ds_config["zero_optimization"]["stage"]
+    problem = args.kfac and check_kfac_layout(args, args.zero_stage_of_run,
+                                              ds_config["zero_optimization"].get("overlap_comm", False))
+    if problem:
+        raise UsageError(problem)
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)
@@ -344,6 +350,10 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     skip_one_rank_allreduce(engine)
     if engine.zero_optimization_stage() == 0 and not (args.bf16_weights or args.fp16):
         guard_fp32_steps(engine)
+    engine.preconditioner = KFAC(engine.module, args) if args.kfac else None
+    if engine.preconditioner:
+        print_rank_0(kfac_cost_line(engine.preconditioner))
+        precondition_gradients(engine, engine.preconditioner)
     return engine, tokenizer, datasets, global_batch
 
 
@@ -402,6 +412,8 @@ def _train_step(steps, train_iterator, engine, args, parts=None):
         values, accumulation = {}, args.gradient_accumulation_steps
         mark("batch")
         for batch, loss_tokens in micro_batches(steps.get_batch, train_iterator, args, accumulation):
+            if engine.preconditioner:  # output gradients of each token's own loss: those of the mean times this
+                engine.preconditioner.output_gradient_scale = loss_tokens * accumulation
             loss, step_values = _run_part(parts, "forward+loss", steps.forward_step, batch, engine, args, loss_tokens)
             _run_part(parts, "backward", engine.backward, loss)
             _run_part(parts, "optimizer", engine.step)
@@ -477,6 +489,8 @@ def _pretrain(args, datasets_provider, model_provider, steps):
                  f"{engine.zero_optimization_stage()}, {_precision_of(engine, args)}, "
                  f"{get_accelerator().device_name()}")
     iteration, consumed, tag = load_checkpoint(engine, args) if args.load else (0, 0, None)
+    if engine.preconditioner and tag and not args.finetune:
+        engine.preconditioner.load(os.path.join(args.load, tag), iteration)
     if iteration >= args.train_iters and not args.skip_train:
         raise _nothing_to_train(args, iteration, tag)
     writer = _tensorboard(args)
@@ -521,7 +535,7 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, writ
 
     def save():
         mark("checkpoint")
-        save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,))
+        save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,), also=engine.preconditioner)
         return f"global_step{iteration}"
     while iteration < args.train_iters:
         mark("batch", iteration + 1)

@@ -230,9 +230,9 @@ def load_checkpoint(engine, args):
     return iteration, consumed, tag
 
 
-def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
-    """Every rank writes its random-number states and the engine's states into the tag folder; once all
-    have, rank 0 commits the tag (manifest, then `latest`) and, with --keep-last-n-checkpoints, deletes
+def save_checkpoint(engine, args, iteration, consumed_samples, protected=(), also=None):
+    """Every rank writes its random-number states, the engine's states and `also`'s (an object with
+    save(folder), such as the K-FAC preconditioner) into the tag folder; once all have, rank 0 commits the tag (manifest, then `latest`) and, with --keep-last-n-checkpoints, deletes
     older committed tags (never one in `protected`, such as the tag this run resumed from)."""
     started = time.time()
     tag = f"global_step{iteration}"
@@ -245,6 +245,8 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=()):
         os.makedirs(folder, exist_ok=True)
         tags.torch_save_atomically(rng_state(), _rng_file(folder))
         engine.save_checkpoint(args.save, tag=tag, client_state=client_state, save_latest=False)
+        if also is not None:
+            also.save(folder)
     except OSError as error:  # a full disk, a quota: this rank stops; the launcher stops the others
         raise UsageError(f"--save {args.save}: writing checkpoint {tag} failed ({error}); the last complete "
                          f"checkpoint ({tags.read_latest(args.save) or 'none'}) is as it was: free space, then "
