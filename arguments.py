@@ -12,6 +12,7 @@ import os
 import sys
 
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args
+from hugging_face import REFUSED_HF_FLAGS, take_model_flags, take_run_clm_flags
 from model.architecture import (
     ACTIVATIONS,
     ARCHITECTURE_FLAGS,
@@ -132,7 +133,8 @@ class _AcceptedAsDefault(argparse.Action):
 
 class _Refused(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string}: {REFUSED_FLAGS[option_string]}; remove the flag")
+        why = REFUSED_FLAGS.get(option_string) or REFUSED_HF_FLAGS[option_string]
+        parser.error(f"{option_string}: {why}; remove the flag")
 
 
 def add_refused_flags(parser):
@@ -207,7 +209,7 @@ def add_regularization_args(parser):
     group = parser.add_argument_group("regularization")
     group.add_argument("--attention-dropout", type=float, default=0.1, help="dropout on attention probabilities")
     group.add_argument("--hidden-dropout", type=float, default=0.1, help="dropout on embeddings and block outputs")
-    group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases, LayerNorm)")
+    group.add_argument("--weight-decay", "--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on biases, LayerNorm)")
     group.add_argument("--clip-grad", type=float, default=1.0, help="gradient clipping by global norm (0: off)")
     group.add_argument("--adam-beta1", type=float, default=0.9)
     group.add_argument("--adam-beta2", type=float, default=0.999)
@@ -221,14 +223,14 @@ def add_regularization_args(parser):
 
 def add_training_args(parser):
     group = parser.add_argument_group("training")
-    group.add_argument("--batch-size", "--micro-batch-size", type=int, default=4,
+    group.add_argument("--batch-size", "--micro-batch-size", "--per_device_train_batch_size", type=int, default=4,
                        help="micro batch of one data-parallel rank; global batch = batch-size x data-parallel "
                             "size x --gradient-accumulation-steps")
-    group.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    group.add_argument("--gradient-accumulation-steps", "--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--global-batch-size", type=int, default=None,
                        help="samples per optimizer step (Megatron-LM's name); --gradient-accumulation-steps is derived "
                             "from it as global / (--batch-size x data-parallel size)")
-    group.add_argument("--train-iters", type=int, default=100, help="optimizer steps to train for")
+    group.add_argument("--train-iters", "--max_train_steps", type=int, default=100, help="optimizer steps to train for")
     group.add_argument("--train-samples", type=int, default=None,
                        help="samples to train on: --train-iters = samples // global batch (Megatron-LM)")
     group.add_argument("--checkpoint-activations", action="store_true",
@@ -286,14 +288,14 @@ def add_initialization_args(parser):
 
 def add_learning_rate_args(parser):
     group = parser.add_argument_group("learning rate")
-    group.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    group.add_argument("--lr", "--learning_rate", type=float, default=1e-4, help="peak learning rate")
     group.add_argument("--lr-decay-style", default="linear", choices=("constant", "linear", "cosine", "exponential"))
     group.add_argument("--lr-decay-iters", type=int, default=None, help="iterations to decay over (default: --train-iters)")
     group.add_argument("--lr-decay-samples", type=int, default=None,
                        help="samples to decay over: --lr-decay-iters = samples // global batch")
     group.add_argument("--min-lr", type=float, default=0.0, help="the decay stops here")
     group.add_argument("--warmup", "--lr-warmup-fraction", type=float, default=0.01, help="fraction of --lr-decay-iters of linear warmup")
-    group.add_argument("--lr-warmup-iters", type=int, default=None,
+    group.add_argument("--lr-warmup-iters", "--num_warmup_steps", type=int, default=None,
                        help="iterations of linear warmup (instead of --warmup)")
     group.add_argument("--lr-warmup-samples", type=int, default=None,
                        help="samples of linear warmup: iterations = samples / global batch (instead of --warmup)")
@@ -306,8 +308,8 @@ def add_learning_rate_args(parser):
 
 def add_checkpointing_args(parser):
     group = parser.add_argument_group("checkpointing")
-    group.add_argument("--save", default=None, help="checkpoint directory (DeepSpeed's layout, 'latest' tracker)")
-    group.add_argument("--save-interval", type=int, default=None, help="iterations between checkpoints")
+    group.add_argument("--save", "--output_dir", default=None, help="checkpoint directory (DeepSpeed's layout, 'latest' tracker)")
+    group.add_argument("--save-interval", "--checkpointing_steps", type=int, default=None, help="iterations between checkpoints")
     group.add_argument("--load", default=None, help="resume from the latest checkpoint in this directory")
     group.add_argument("--finetune", action="store_true",
                        help="load only the model weights and start at iteration 0 (new optimizer, RNG, data)")
@@ -378,6 +380,41 @@ def add_kfac_args(parser):
     return parser
 
 
+def add_hugging_face_args(parser):
+    group = parser.add_argument_group("Hugging Face names (transformers' run_clm_no_trainer, the llm-pytorch guide; "
+                                      "hugging_face.py): offline, from folders or the local cache")
+    group.add_argument("--model-name-or-path", "--model_name_or_path", default=None,
+                       help="a transformers GPT-2 / GPT-Neo / GPT-NeoX folder or Hub name in the local cache: its "
+                            "shape, tokenizer and weights (training starts from them)")
+    group.add_argument("--config-name", "--config_name", default=None,
+                       help="a folder or cached Hub name whose config.json gives the shape; fresh weights")
+    group.add_argument("--tokenizer-name", "--tokenizer_name", default=None,
+                       help="the tokenizer of this folder or cached Hub name instead of the model's")
+    group.add_argument("--low-cpu-mem-usage", "--low_cpu_mem_usage", action="store_true",
+                       help="with --model-name-or-path: its config and tokenizer, fresh weights (pretraining, as the "
+                            "llm-pytorch guide runs it)")
+    group.add_argument("--dataset-name", "--dataset_name", default=None,
+                       help="a datasets folder, or a Hub dataset in the local cache (e.g. wikitext)")
+    group.add_argument("--dataset-config-name", "--dataset_config_name", default=None,
+                       help="its configuration (e.g. wikitext-2-raw-v1)")
+    group.add_argument("--train-file", "--train_file", default=None, help="training texts: a .csv, .json(l) or .txt")
+    group.add_argument("--validation-file", "--validation_file", default=None, help="validation texts, the same formats")
+    group.add_argument("--validation-split-percentage", "--validation_split_percentage", type=int, default=5,
+                       help="without a validation split, this share of the training texts validates")
+    group.add_argument("--resume-from-checkpoint", "--resume_from_checkpoint", nargs="?", const="", default=None,
+                       metavar="FOLDER", help="resume from --output_dir's latest checkpoint, or from FOLDER (a "
+                                              "checkpoint directory or one of its global_stepN folders)")
+    group.add_argument("--mixed-precision", "--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+                       help="fp16: --fp16; bf16: --bf16 (fp32 weights under autocast, as Accelerate's); no: fp32")
+    group.add_argument("--lr-scheduler-type", "--lr_scheduler_type", default=None,
+                       help="linear, cosine, constant or constant_with_warmup (--lr-decay-style)")
+    group.add_argument("--per-device-eval-batch-size", "--per_device_eval_batch_size", type=int, default=None,
+                       help="accepted when it equals the training micro batch (evaluation runs at that batch)")
+    for flag, why in REFUSED_HF_FLAGS.items():
+        group.add_argument(flag, nargs=0, action=_Refused, help=why)
+    return parser
+
+
 def add_distributed_args(parser):
     group = parser.add_argument_group("distributed")
     group.add_argument("--model-parallel-size", "--tensor-model-parallel-size", type=int, default=1,
@@ -432,7 +469,7 @@ def add_data_args(parser):
                        help="where --train-data is tokenized and dataset indices are cached (default: next to "
                             "the data; for --train-data, data/cache in the repository)")
     group.add_argument("--split", default="949,50,1", help="train,valid,test weights over documents")
-    group.add_argument("--seq-length", type=int, default=128, help="tokens per sample")
+    group.add_argument("--seq-length", "--block_size", type=int, default=128, help="tokens per sample")
     group.add_argument("--num-workers", type=int, default=1, help="data loader worker processes")
     group.add_argument("--resume-dataloader", action=argparse.BooleanOptionalAction, default=True,
                        help="on --load, continue the data where the checkpoint left it")
@@ -549,7 +586,7 @@ def tokenizer_problems(args, explicit):
 def add_all_args(parser):
     for add in (add_model_args, add_architecture_args, add_regularization_args, add_training_args,
                 add_initialization_args, add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args,
-                add_kfac_args, add_distributed_args, add_validation_args, add_data_args, add_bert_args,
+                add_kfac_args, add_hugging_face_args, add_distributed_args, add_validation_args, add_data_args, add_bert_args,
                 add_tokenizer_args, add_refused_flags):
         add(parser)
     import deepspeed
@@ -599,7 +636,10 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         parser.set_defaults(**defaults)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.explicit = explicit_flags(parser, argv)
+    args.explicit, args.hf_weights = explicit_flags(parser, argv), None
+    hugging_face = take_run_clm_flags(args) + (take_model_flags(args) if not bert else [
+        f"--{name.replace('_', '-')} is for the GPT family (pretrain_gpt2.py)" for name in
+        ("model_name_or_path", "config_name", "dataset_name", "train_file") if getattr(args, name)])
     layers, hidden, heads = MODEL_SIZES[args.model_size or "small"]
     args.num_layers = args.num_layers or layers
     args.hidden_size = args.hidden_size or hidden
@@ -608,7 +648,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         if name not in args.explicit:
             setattr(args, name, value)
     args.max_position_embeddings = args.max_position_embeddings or args.seq_length
-    problems = _iterations_from_samples(args) + _megatron_core_flags(args)
+    problems = hugging_face + _iterations_from_samples(args) + _megatron_core_flags(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
     problems += _warmup_fraction(args)
     problems += check_args(args) + tokenizer_problems(args, args.explicit)

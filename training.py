@@ -36,6 +36,7 @@ from deepspeed_internals import (
     require_written_version,
     skip_one_rank_allreduce,
 )
+from hugging_face import export_dataset, load_weights
 from initialize import (
     UsageError,
     collective_timeout,
@@ -329,6 +330,11 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
                                               ds_config["zero_optimization"].get("overlap_comm", False))
     if problem:
         raise UsageError(problem)
+    start_from_hf = args.hf_weights and not resumed_iteration
+    if start_from_hf and (pipelined or args.zero_stage_of_run == 3):
+        raise UsageError(f"--model-name-or-path {args.model_name_or_path}: its weights load without pipeline stages "
+                         "and below ZeRO-3 here; convert it with scripts/convert_checkpoint.py --from-hf and --load "
+                         "the checkpoint, which any layout reads")
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)
@@ -336,6 +342,9 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu,
                              enabled=ds_config["zero_optimization"]["stage"] == 3):
         model = model_provider(args, tokenizer)
+    if start_from_hf:
+        load_weights(model, args, mpu.get_model_parallel_world_size(), mpu.get_model_parallel_rank())
+        print_rank_0(f"> starting from the weights of {args.hf_weights}")
     if args.fp32_layernorm:
         compute_layernorms_in_fp32(model)
     if args.compile:
@@ -367,6 +376,7 @@ def _tokenizer_and_datasets(args, datasets_provider, num_samples):
     for turn in ("first", "rest"):
         if (dist.get_rank() == 0) == (turn == "first"):
             try:
+                export_dataset(args, _data_cache_dir(args))
                 sentencepiece = args.tokenizer_type == "SentencePieceTokenizer"
                 train_texts = _tokenizer_training_texts(args) if sentencepiece else None
                 tokenizer = make_tokenizer_from_args(args, train_texts, model_parallel_size=args.model_parallel_size)

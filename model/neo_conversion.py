@@ -56,6 +56,7 @@ def _neox_layers(source, layers, heads, to_ours):
 
 def gpt_neo_from_hf(config, hf_state, padded_vocab_size):
     """(our state dict, our flags) of a GPTNeoForCausalLM."""
+    flags = gpt_neo_flags(config)
     layers = config["num_layers"]
     state = {"word_embeddings.weight": _padded(hf_state["transformer.wte.weight"], padded_vocab_size),
              "position_embeddings": hf_state["transformer.wpe.weight"].clone(),
@@ -67,18 +68,23 @@ def gpt_neo_from_hf(config, hf_state, padded_vocab_size):
             [hf_state[f"{theirs}attn.attention.{p}_proj.weight"] for p in "qkv"])
         for name, their_name in _NEO_LAYER.items():
             state[ours + name] = hf_state[theirs + their_name].clone()
+    return state, flags
+
+
+def gpt_neo_flags(config):
+    """Our flags of a GPTNeoForCausalLM's config."""
     hidden = config["hidden_size"]
     activation = {"gelu_new": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu"}.get(
         config.get("activation_function", "gelu_new"))
     if activation is None:
         raise ValueError(f"activation_function {config['activation_function']!r}: not one of ours")
-    flags = {"num_layers": layers, "hidden_size": hidden, "num_attention_heads": config["num_heads"],
-             "ffn_hidden_size": config.get("intermediate_size") or 4 * hidden,
-             "max_position_embeddings": config["max_position_embeddings"],
-             "layernorm_epsilon": config.get("layer_norm_epsilon", 1e-5), "model_type": "gpt2",
-             "attention_types": " ".join(config["attention_layers"]), "attention_window": config["window_size"],
-             "no_attention_scaling": True, "no_qkv_bias": True, "activation": activation}
-    return state, flags
+    return {"num_layers": config["num_layers"], "hidden_size": hidden, "num_attention_heads": config["num_heads"],
+            "ffn_hidden_size": config.get("intermediate_size") or 4 * hidden,
+            "max_position_embeddings": config["max_position_embeddings"],
+            "layernorm_epsilon": config.get("layer_norm_epsilon", 1e-5), "model_type": "gpt2",
+            "attention_types": " ".join(config["attention_layers"]), "attention_window": config["window_size"],
+            "no_attention_scaling": True, "no_qkv_bias": True, "activation": activation,
+            "hidden_dropout": config.get("resid_dropout", 0.0), "attention_dropout": config.get("attention_dropout", 0.0)}
 
 
 def hf_from_gpt_neo(state, args, vocab_size):
@@ -110,9 +116,7 @@ def hf_from_gpt_neo(state, args, vocab_size):
 
 def gpt_neox_from_hf(config, hf_state, padded_vocab_size):
     """(our state dict, our flags) of a GPTNeoXForCausalLM."""
-    if not config.get("attention_bias", True):
-        raise ValueError("attention_bias false: GPT-NeoX without attention biases does not convert (its MLP keeps "
-                         "biases, which --no-bias would drop)")
+    flags = gpt_neox_flags(config)
     layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
     tied = config.get("tie_word_embeddings", False)
     state = {"word_embeddings.weight": _padded(hf_state["gpt_neox.embed_in.weight"], padded_vocab_size),
@@ -122,17 +126,27 @@ def gpt_neox_from_hf(config, hf_state, padded_vocab_size):
         output = hf_state["embed_out.weight"] if "embed_out.weight" in hf_state else hf_state["lm_head.weight"]
         state["output_embeddings.weight"] = _padded(output, padded_vocab_size)
     state.update(_neox_layers(hf_state, layers, heads, to_ours=True))
+    return state, flags
+
+
+def gpt_neox_flags(config):
+    """Our flags of a GPTNeoXForCausalLM's config."""
+    if not config.get("attention_bias", True):
+        raise ValueError("attention_bias false: GPT-NeoX without attention biases does not convert (its MLP keeps "
+                         "biases, which --no-bias would drop)")
     rope = config.get("rope_parameters") or {}
     activation = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu", "silu": "silu"}.get(config.get("hidden_act"))
     if activation is None:
         raise ValueError(f"hidden_act {config.get('hidden_act')!r}: not one of ours")
-    flags = {"num_layers": layers, "hidden_size": config["hidden_size"], "num_attention_heads": heads,
-             "ffn_hidden_size": config["intermediate_size"], "max_position_embeddings": config["max_position_embeddings"],
-             "layernorm_epsilon": config.get("layer_norm_eps", 1e-5), "model_type": "gpt2",
-             "position_embedding_type": "rotary", "rotary_pct": rope.get("partial_rotary_factor", 1.0),
-             "rotary_emb_base": rope.get("rope_theta", 10000.0), "activation": activation,
-             "parallel_residual": config.get("use_parallel_residual", True), "untie_embeddings": not tied}
-    return state, flags
+    return {"num_layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"],
+            "num_attention_heads": config["num_attention_heads"], "ffn_hidden_size": config["intermediate_size"],
+            "max_position_embeddings": config["max_position_embeddings"],
+            "layernorm_epsilon": config.get("layer_norm_eps", 1e-5), "model_type": "gpt2",
+            "position_embedding_type": "rotary", "rotary_pct": rope.get("partial_rotary_factor", 1.0),
+            "rotary_emb_base": rope.get("rope_theta", 10000.0), "activation": activation,
+            "parallel_residual": config.get("use_parallel_residual", True),
+            "untie_embeddings": not config.get("tie_word_embeddings", False),
+            "hidden_dropout": config.get("hidden_dropout", 0.0), "attention_dropout": config.get("attention_dropout", 0.0)}
 
 
 def hf_from_gpt_neox(state, args, vocab_size):
