@@ -12,15 +12,20 @@ from .indexed_dataset import DatasetError
 SPLIT_NAMES = ("train", "valid", "test")
 
 
-def parse_split(split, num_documents):
-    """`--split 949,50,1` -> [(start, end)] document ranges of train, valid and test."""
+def split_weights(split):
+    """`--split 949,50,1` -> [949.0, 50.0, 1.0] (missing ones 0)."""
     try:
         weights = [float(w) for w in str(split).replace("/", ",").split(",")]
     except ValueError:
         raise DatasetError(f"--split {split!r}: expected up to three numbers such as 949,50,1") from None
     if not 1 <= len(weights) <= 3 or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise DatasetError(f"--split {split!r}: expected one to three non-negative weights with a positive sum")
-    weights += [0.0] * (3 - len(weights))
+    return weights + [0.0] * (3 - len(weights))
+
+
+def parse_split(split, num_documents):
+    """`--split 949,50,1` -> [(start, end)] document ranges of train, valid and test."""
+    weights = split_weights(split)
     bounds = np.round(np.cumsum([0.0] + weights) / sum(weights) * num_documents).astype(np.int64)
     return [(int(bounds[i]), int(bounds[i + 1])) for i in range(3)]
 
@@ -72,7 +77,7 @@ class BlendableDataset:
 
 
 def build_datasets(data_path, split, num_samples, make_dataset):
-    """(train, valid, test), None where a split needs no samples.
+    """(train, valid, test), None where a split needs no samples or has weight 0 (--split 100,0,0: none).
 
     num_samples: (train, valid, test). make_dataset(split name, indexed dataset, first document, end
     document, number of samples) makes one split of one prefix. With several prefixes each split is a
@@ -86,7 +91,7 @@ def build_datasets(data_path, split, num_samples, make_dataset):
     for weight, (_, prefix) in zip(weights, pairs):
         indexed = MMapIndexedDataset(prefix)
         for s, (start, end) in enumerate(parse_split(split, indexed.num_documents)):
-            if num_samples[s] == 0:
+            if num_samples[s] == 0 or split_weights(split)[s] == 0:
                 continue
             if start == end:
                 raise DatasetError(f"--split {split}: the {SPLIT_NAMES[s]} split of {prefix} has no documents but "

@@ -84,3 +84,64 @@ def test_a_gpt_neo_folder_starts_training_at_transformers_loss(tmp_path, sample_
     theirs = float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1)))
     assert inputs.shape == (2, 32) and theirs > 11.5, theirs  # fresh weights would start near log(50257) = 10.8
     assert abs(ours - theirs) <= 1e-4 * theirs, (ours, theirs)
+
+
+SEED_COMMAND = ("--low_cpu_mem_usage --dataset_name wikitext --dataset_config_name wikitext-2-raw-v1 "
+                "--model_name_or_path EleutherAI/gpt-neo-125m --output_dir {output} --checkpointing_steps 2 "
+                "--resume_from_checkpoint --max_train_steps {steps} --per_device_train_batch_size 1 "
+                "--per_device_eval_batch_size 1 --gradient_accumulation_steps 8 --mixed_precision bf16 "
+                "--kfac --kfac-factor-update-steps 5 --kfac-inv-update-steps 50")
+
+
+def _seed_command(hub, tmp_path, steps, *extra):
+    argv = SEED_COMMAND.format(output=tmp_path / "runs" / "gpt-neo-125m-pretraining", steps=steps).split()
+    environment = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_DATASETS_CACHE": str(tmp_path / "datasets"),
+                   "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "pretrain_gpt2.py", *argv, "--log-interval", "2",
+                           "--data-cache-dir", str(tmp_path / "cache"), *extra], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_llm_pytorch_command_line_trains_saves_and_resumes_from_a_local_cache(hub, tmp_path):
+    """The guide's command line as written (bf16 for its fp16 on this CPU, shorter), the model and
+    dataset found by their Hub names in a local cache: it trains with K-FAC, saves every
+    --checkpointing_steps, and a second run with --resume_from_checkpoint goes on from the last one."""
+    first = _seed_command(hub, tmp_path, 4)
+    assert first.returncode == 0, first.stderr[-3000:]
+    output = tmp_path / "runs" / "gpt-neo-125m-pretraining"
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith("global_step")) == ["global_step2",
+                                                                                             "global_step4"]
+    assert os.path.isfile(output / "global_step4" / "kfac_states_mp_rank_00.pt")
+    assert " iteration        4/       4 |" in first.stdout and "> K-FAC on 8 layers" in first.stdout
+    assert "starting from the weights" not in first.stdout  # --low_cpu_mem_usage: its config, fresh weights
+    resumed = _seed_command(hub, tmp_path, 6)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "loaded checkpoint" in resumed.stdout and " iteration        6/       6 |" in resumed.stdout
+    assert " iteration        2/" not in resumed.stdout and "K-FAC: checkpoint" not in resumed.stdout
+
+
+def test_what_is_missing_or_means_nothing_here_is_one_line(tmp_path):
+    def error(*argv):
+        return run_distributed(1, expect_error, list(argv))[0]
+    absent = error("--model_name_or_path", "EleutherAI/gpt-neo-2.7B")
+    assert "--model-name-or-path EleutherAI/gpt-neo-2.7B: not a folder, and not in the local Hugging Face cache" in absent
+    assert "`hf download EleutherAI/gpt-neo-2.7B`" in absent
+    assert "--push_to_hub: nothing is uploaded from training" in error("--push_to_hub")
+    assert "--num_train_epochs: training is counted in steps here" in error("--num_train_epochs", "3")
+    assert "--per_device_eval_batch_size 2: evaluation runs at the training micro batch" in error(
+        "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "2")
+    assert "--lr_scheduler_type polynomial: linear, cosine, constant" in error("--lr_scheduler_type", "polynomial")
+    missing = error("--dataset_name", "openwebtext", "--data-cache-dir", str(tmp_path), "--num-workers", "0")
+    assert "--dataset-name openwebtext: not a folder, and not in the local Hugging Face cache" in missing
+
+
+def test_the_pbs_job_in_the_guides_form_runs_the_seed_command(tmp_path):
+    nodefile = tmp_path / "nodefile"
+    nodefile.write_text("x3001\nx3001\nx3002\n")
+    words = dry_run("pbs_pretrain_hf_style.pbs", {"PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": REPO})
+    assert words[:words.index("pretrain_gpt2.py")] == [
+        "mpiexec", "--hostfile", str(nodefile), "-n", "8", "--ppn", "4", "--env", "MASTER_ADDR=x3001",
+        "--cpu-bind", "depth", "-d", "16", "python3"]
+    command = " ".join(words[words.index("pretrain_gpt2.py") + 1:])
+    assert command == SEED_COMMAND.format(output="runs/gpt-neo-125m-pretraining", steps=10000).replace(
+        "--checkpointing_steps 2", "--checkpointing_steps 1000").replace("bf16", "fp16"), command
