@@ -2,17 +2,16 @@
 loss, the llm-pytorch guide's command line runs as written from a local Hugging Face cache (trains, saves,
 resumes, logs), and what is missing or means nothing here is one line."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from launches import REPO, dry_run
 
 from distributed import run_distributed
 from gpt2_runs import expect_error, wrapped_steps
-from launches import REPO, dry_run
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
