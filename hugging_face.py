@@ -79,6 +79,8 @@ def take_model_flags(args):
     source = args.config_name or args.model_name_or_path
     if source is None:
         return ["--tokenizer-name needs --model-name-or-path or --config-name"] if args.tokenizer_name else []
+    if args.model_size:
+        return [f"--model-size {args.model_size} and {source} both give the model's shape: give one"]
     try:
         folder = resolve_model_folder(source, "--config-name" if args.config_name else "--model-name-or-path")
         flags, config = gpt_flags_from_hf(folder)
@@ -141,6 +143,8 @@ def _resume_from(args):
     """--resume_from_checkpoint: alone, the latest checkpoint of --output_dir (--save); with a folder, that
     checkpoint directory's latest, or that tag folder of one."""
     path = args.resume_from_checkpoint
+    if "load" in args.explicit:
+        return ["--resume_from_checkpoint and --load both name the checkpoint to resume from: give one"]
     if not path:
         if not args.save:
             return ["--resume_from_checkpoint without a folder resumes from --output_dir (--save): give one of them"]

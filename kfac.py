@@ -123,15 +123,15 @@ class KFACLayer:
         return weight, bias
 
     def precondition(self, damping):
-        """(preconditioned gradient of W (and the bias in A), of a row-parallel bias or None), unscaled."""
+        """(gradient matrix, its preconditioned form, a row-parallel bias's preconditioned gradient or None)."""
         matrix, separate_bias = self.gradient()
         a_blocks = [(p, *e) for p, e in zip(self.a_positions, self.eigen[0])]
         g_blocks = [(p, *e) for p, e in zip(self.g_positions, self.eigen[1])]
         preconditioned = precondition_blocks(matrix, g_blocks, a_blocks, damping)
         if separate_bias is None:
-            return preconditioned, None
+            return matrix, preconditioned, None
         (_, q_g, d_g), = g_blocks
-        return preconditioned, q_g @ ((q_g.T @ separate_bias) / (d_g + damping))
+        return matrix, preconditioned, q_g @ ((q_g.T @ separate_bias) / (d_g + damping))
 
     def write(self, preconditioned, bias, nu):
         weight = self.module.weight.grad
@@ -203,14 +203,14 @@ class KFAC:
         results = [layer.precondition(self.damping) for layer in self.layers]
         inner = torch.zeros((), device=results[0][0].device)
         replicated = mpu.get_model_parallel_rank() == 0  # a row-parallel bias is alike on every tensor rank
-        for layer, (preconditioned, bias) in zip(self.layers, results):
-            inner += (preconditioned * layer.gradient()[0]).sum()
+        for layer, (matrix, preconditioned, bias) in zip(self.layers, results):
+            inner += (preconditioned * matrix).sum()
             if bias is not None and replicated:
                 inner += (bias * layer.module.bias.grad).sum()
         if mpu.get_model_parallel_world_size() > 1:
             dist.all_reduce(inner, group=mpu.get_model_parallel_group())
         nu = torch.clamp(torch.sqrt(self.kl_clip / (inner.abs() * lr ** 2)), max=1.0)  # 1 where inner is 0
-        for layer, (preconditioned, bias) in zip(self.layers, results):
+        for layer, (_, preconditioned, bias) in zip(self.layers, results):
             layer.write(preconditioned, bias, nu)
 
     def _update_factors(self):

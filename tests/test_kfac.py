@@ -116,14 +116,16 @@ def _same(losses, reference, rtol=1e-4):
 
 @pytest.mark.distributed
 def test_kfac_gives_one_process_losses_at_zero_1_and_tensor_parallel(short_documents):
-    """2 ranks ZeRO-1 with micro batch 2 x accumulation 2, activation checkpointing, and TP=2 log one
-    process's losses with K-FAC (factors every 2, decompositions every 4 iterations); K-FAC changes them."""
+    """2 ranks ZeRO-0 (micro batch 4) and ZeRO-1 (micro batch 2 x accumulation 2), activation
+    checkpointing, and TP=2 log one process's losses with K-FAC (factors every 2, decompositions every 4 iterations); K-FAC changes them."""
     (plain,) = run_distributed(1, train, train_argv(None, *short_documents))
     (one,) = run_distributed(1, train, train_argv(None, *short_documents, *KFAC))
     assert max(abs(a - b) for a, b in zip(plain[2:], one[2:])) > 1e-2, "K-FAC must change the steps"
-    for losses in run_distributed(2, train, train_argv(None, *short_documents, *KFAC, "--zero-stage", "1",
-                                                       "--gradient-accumulation-steps", "2", batch_size=2)):
-        _same(losses, one)
+    for zero, accumulation, micro in (("0", "1", 4), ("1", "2", 2)):
+        for losses in run_distributed(2, train, train_argv(None, *short_documents, *KFAC, "--zero-stage", zero,
+                                                           "--gradient-accumulation-steps", accumulation,
+                                                           batch_size=micro)):
+            _same(losses, one)
     (recomputed,) = run_distributed(1, train, train_argv(None, *short_documents, *KFAC, "--checkpoint-activations"))
     _same(recomputed, one)  # the hooks take each checkpointed layer once, in its recompute
     (blocks,) = run_distributed(1, train, train_argv(None, *short_documents, *KFAC, "--kfac-tensor-blocks", "2"))
