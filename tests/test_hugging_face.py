@@ -2,6 +2,7 @@
 loss, the llm-pytorch guide's command line runs as written from a local Hugging Face cache (trains, saves,
 resumes, logs), and what is missing or means nothing here is one line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -144,3 +145,29 @@ def test_the_pbs_job_in_the_guides_form_runs_the_seed_command(tmp_path):
     command = " ".join(words[words.index("pretrain_gpt2.py") + 1:])
     assert command == SEED_COMMAND.format(output="runs/gpt-neo-125m-pretraining", steps=10000).replace(
         "--checkpointing_steps 2", "--checkpointing_steps 1000").replace("bf16", "fp16"), command
+
+
+def test_data_files_export_their_texts_and_hold_out_the_validation_share(tmp_path):
+    """--train_file without --validation_file: the first --validation_split_percentage % of its texts
+    validate (run_clm's rule), the rest train; a csv's "text" column is taken, empty texts are left out;
+    the export is made once and found again."""
+    import csv
+    import types
+
+    from hugging_face import export_dataset
+    texts = [f"text number {i}" for i in range(40)] + [""]
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text"])
+        writer.writerows([i, text] for i, text in enumerate(texts))
+    args = types.SimpleNamespace(dataset_name=None, dataset_config_name=None, train_file=str(tmp_path / "train.csv"),
+                                 validation_file=None, validation_split_percentage=10, explicit=set())
+    export_dataset(args, str(tmp_path / "cache"))
+
+    def read(path):
+        with open(path) as f:
+            return [json.loads(line)["text"] for line in f]
+    assert read(args.valid_data[0]) == texts[:4] and read(args.train_data[0]) == texts[4:40] and args.split == "100,0,0"
+    written = os.path.getmtime(args.train_data[0])
+    export_dataset(args, str(tmp_path / "cache"))
+    assert os.path.getmtime(args.train_data[0]) == written
