@@ -41,10 +41,10 @@ from model.transformer import ParallelTransformerLayer
 STATE_FILE = "kfac_states_mp_rank_{:02d}.pt"
 
 
-def block_indices(size, blocks, stride):
+def block_indices(size, blocks, stride, device=None):
     """The positions of a dimension of `size` that each of `blocks` tensor ranks holds (mpu's split: the
     dimension cut into blocks x stride chunks, rank r taking chunks r, r + blocks, ...)."""
-    chunks = torch.arange(size).split(size // (blocks * stride))
+    chunks = torch.arange(size, device=device).split(size // (blocks * stride))
     return [torch.cat(chunks[r::blocks]) for r in range(blocks)]
 
 
@@ -83,10 +83,8 @@ class KFACLayer:
                              f"not split into {local_blocks} blocks (stride {split_stride}); give a divisor")
         self.homogeneous = module.bias is not None and not self.row_parallel  # bias in A's last position
         a_size = in_size + self.homogeneous
-        self.a_positions = block_indices(in_size, local_blocks, 1) if self.row_parallel and local_blocks > 1 \
-            else [None]
-        self.g_positions = block_indices(out_size, local_blocks, stride) if not self.row_parallel and \
-            local_blocks > 1 else [None]
+        split_side = block_indices(split, local_blocks, split_stride, weight.device) if local_blocks > 1 else [None]
+        self.a_positions, self.g_positions = (split_side, [None]) if self.row_parallel else ([None], split_side)
         self.a_sizes = [a_size if p is None else len(p) for p in self.a_positions]
         self.g_sizes = [out_size if p is None else len(p) for p in self.g_positions]
         self.factors = None  # [A blocks, G blocks], running averages
