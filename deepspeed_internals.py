@@ -3,8 +3,9 @@
 DeepSpeed's public surface (deepspeed.initialize, the engine's backward/step/save_checkpoint, the
 safe_get/set_* fragment functions, the MoE layer) does not cover a few things we need: an fp32 ZeRO-0
 step that clips by the model-parallel norm and skips non-finite steps, no gradient all-reduce over a
-one-rank data-parallel group, the expert-parallel group of an expert's parameter, and the optimizer
-states a layout-free checkpoint writes into. Each reach below names the private attribute it uses, and
+one-rank data-parallel group, the expert-parallel group of an expert's parameter, the optimizer
+states a layout-free checkpoint writes into, and the moment whole averaged gradients can be
+preconditioned (K-FAC) before the optimizer takes them. Each reach below names the private attribute it uses, and
 tests/test_deepspeed_internals.py has a test per reach that fails when DeepSpeed's behaviour it relies
 on changes. `require_written_version` stops a run on any other DeepSpeed release with one line.
 """

@@ -148,3 +148,49 @@ def test_deepspeed_optimizer_files_hold_only_the_records_we_allow(tmp_path):
 
 def _save_zero1_body(folder):
     _engine(zero_stage=1).save_checkpoint(folder, tag="t")
+
+
+class _Recorder:
+    """A preconditioner that records what it sees and writes ones into every gradient."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def average_gradients(self):
+        self.calls.append("average")
+
+    def step(self, lr):
+        grads = [p.grad for p in self.engine.module.parameters()]
+        self.calls.append(("step", lr, [None if g is None else g.clone() for g in grads]))
+        for g in grads:
+            g.fill_(1.0)
+
+
+def _precondition_reach_body(zero_stage):
+    import torch.distributed as dist
+
+    from deepspeed_internals import precondition_gradients
+    engine = _engine(zero_stage)
+    recorder = _Recorder(engine)
+    precondition_gradients(engine, recorder)
+    before = [p.detach().clone() for p in engine.module.parameters()]
+    torch.manual_seed(dist.get_rank())  # each rank its own batch: local gradients differ
+    engine.backward(engine(torch.randn(2, 8)).pow(2).sum())
+    engine.step()
+    *averaging, (_, lr, seen) = recorder.calls
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, [g.tolist() for g in seen])
+    moved = [float((b - p.detach()).mean()) for b, p in zip(before, engine.module.parameters())]
+    return averaging, lr, all(g is not None for g in seen), gathered, moved
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1])
+def test_the_preconditioner_sees_whole_averaged_gradients_and_the_step_takes_what_it_writes(zero_stage):
+    """ZeRO-0: after DeepSpeed's reduction, optimizer.step sees param.grad averaged over the ranks; ZeRO-1:
+    optimizer.reduce_gradients sees each rank's whole local gradient in param.grad (averaged there by the
+    preconditioner, asked first) and reduces what the preconditioner wrote into its partitions. Either
+    way the step applies the written gradient (ones: Adam's first step moves every weight by -lr)."""
+    for averaging, lr, whole, gathered, moved in run_distributed(2, _precondition_reach_body, zero_stage):
+        assert averaging == ([] if zero_stage == 0 else ["average"]) and lr == 0.1 and whole
+        assert (gathered[0] == gathered[1]) == (zero_stage == 0), "ZeRO-0 averaged, ZeRO-1 each rank's own"
+        assert all(abs(m - 0.1) < 2e-3 for m in moved), moved
