@@ -6,6 +6,7 @@ there, or pass a path instead of a name.
 """
 
 import os
+import sys
 from dataclasses import dataclass
 
 REPO_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -58,6 +59,7 @@ def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True, sentences=No
 
     from .indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype
     from .lazy_loader import LooseJsonDataset
+    from .progress import Progress
     from .sentences import split_sentences
     identity = (f"{os.path.abspath(corpus.path)}|{tokenizer.name}|{tokenizer.vocab_size}|{tokenizer.source}|"
                 f"{corpus.text_key}|{int(append_eod)}")
@@ -70,10 +72,16 @@ def tokenized_corpus(corpus, tokenizer, cache_dir, append_eod=True, sentences=No
     pieces = {None: lambda text: [text], "split": split_sentences,
               "lines": lambda text: [line for line in text.split("\n") if line.strip()]}[sentences]
     builder = IndexedDatasetBuilder(prefix, best_fitting_dtype(tokenizer.vocab_size), tokenizer.vocab_size)
+    print(f"> tokenizing {corpus.path} with {tokenizer.name} into {prefix}.bin/.idx (once: later runs read it)",
+          file=sys.stderr, flush=True)
+    progress, documents, text_bytes = Progress(os.path.getsize(corpus.path), 10000), 0, 0
     for text in LooseJsonDataset(corpus.path, corpus.text_key, cache_dir=cache_dir):
         sequences = [ids for ids in map(tokenizer.tokenize, pieces(text)) if ids]
         if append_eod and sequences:
             sequences[-1].append(tokenizer.eod)
         builder.add_document([np.asarray(ids) for ids in sequences])
+        documents, text_bytes = documents + 1, text_bytes + len(text.encode())
+        progress.show(documents, text_bytes)
     builder.finalize()
+    progress.show(documents, os.path.getsize(corpus.path), final=True)
     return prefix

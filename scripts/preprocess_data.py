@@ -14,7 +14,6 @@ import itertools
 import multiprocessing
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arguments import ArgumentParser, add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
 from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype, check_token_ids  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
+from data_utils.progress import Progress  # noqa: E402
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args  # noqa: E402
 
@@ -144,29 +144,6 @@ def _nemo_tokenizer(args, explicit):
     return []
 
 
-class _Progress:
-    """A progress line every --log-interval documents: share of the input, MB/s and time left (redrawn
-    in place on a terminal)."""
-
-    def __init__(self, total_bytes, interval):
-        self.total_bytes, self.interval, self.started = total_bytes, interval, time.time()
-        self.in_place = sys.stderr.isatty()
-
-    def show(self, documents, done_bytes, final=False):
-        if not final and documents % self.interval:
-            return
-        elapsed = max(time.time() - self.started, 1e-9)
-        rate = done_bytes / elapsed
-        share = done_bytes / max(self.total_bytes, 1)
-        bar = "#" * int(30 * share) + "." * (30 - int(30 * share))
-        left = (self.total_bytes - done_bytes) / rate if rate else 0
-        line = (f"{'done' if final else 'processed'} [{bar}] {share:4.0%} {documents} documents, {done_bytes / 1e6:.1f} "
-                f"of {self.total_bytes / 1e6:.1f} MB, {rate / 1e6:.2f} MB/s, {documents / elapsed:.0f} docs/s, "
-                f"{'took' if final else 'ETA'} {time.strftime('%H:%M:%S', time.gmtime(elapsed if final else left))}")
-        end = "\n" if final or not self.in_place else ""
-        print(("\r" if self.in_place else "") + line, end=end, file=sys.stderr, flush=True)
-
-
 def main(argv=None):
     args = get_args(argv)
     if not os.path.isfile(args.input):
@@ -184,7 +161,7 @@ def main(argv=None):
     lines = ((number, line) for number, line, _, _ in iter_lines(args.input))
     pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
     encoded_lines = encoded_in_order(pool, args.workers, encoder, lines)
-    progress, documents, total_bytes, skipped = _Progress(os.path.getsize(args.input), args.log_interval), 0, 0, []
+    progress, documents, total_bytes, skipped = Progress(os.path.getsize(args.input), args.log_interval), 0, 0, []
     try:
         for _, encoded, size, error in encoded_lines:
             total_bytes += size
