@@ -167,7 +167,8 @@ class KFAC:
                 return  # evaluation, or the first pass of a checkpointed layer (its recompute captures)
             if layer.sums is None:
                 layer.start_sums(output.device)
-            layer.add_input(inputs[0])
+            with torch.autocast(output.device.type, enabled=False):  # the sums in fp32 under mixed precision
+                layer.add_input(inputs[0])
             scale = self.output_gradient_scale
             output.register_hook(lambda g: layer.add_output_gradient(g, scale))
         return hook
@@ -334,8 +335,11 @@ def check_kfac_layout(args, zero_stage, overlap_comm):
         return ("--kfac with ZeRO-1 and overlap_comm: gradients are reduced into partitions during backward; set "
                 "zero_optimization.overlap_comm to false in the ds_config (its default at ZeRO-1)")
     if args.fp16 or args.bf16_weights:
-        return (f"--kfac with {'--fp16' if args.fp16 else '--bf16-weights'}: the preconditioner works on fp32 "
-                "weights' gradients; use --bf16 (fp32 weights under bf16 autocast) or fp32")
+        given = "--bf16-weights" if args.bf16_weights else \
+            "--mixed_precision fp16 (--fp16)" if args.mixed_precision == "fp16" else "--fp16"
+        return (f"--kfac with {given}: the preconditioner works on the gradients of fp32 weights, and fp16 and bf16 "
+                "weights keep theirs in their own precision and scale; use --bf16 (--mixed_precision bf16: fp32 "
+                "weights under bf16 autocast) or fp32")
     blocks, tp = args.kfac_tensor_blocks, args.model_parallel_size
     if blocks and (blocks < 1 or (tp > 1 and blocks != tp)):
         return (f"--kfac-tensor-blocks {blocks}: at --model-parallel-size {tp} the factors split as the tensor ranks "

@@ -137,7 +137,8 @@ def test_layouts_kfac_does_not_take_stop_with_one_line(data_prefix):
     def error(*extra):
         return run_distributed(1, expect_error, train_argv(data_prefix, *extra))[0]
     assert "--kfac with ZeRO-2: gradients are reduce-scattered" in error("--kfac", "--zero-stage", "2")
-    assert "--kfac with --bf16-weights: the preconditioner works on fp32" in error("--kfac", "--bf16-weights")
+    assert "--kfac with --bf16-weights: the preconditioner works on the gradients of fp32 weights" in error(
+        "--kfac", "--bf16-weights")
     assert "--kfac-tensor-blocks 3: a dimension of 192 positions of transformer.layers.0.attention.query_key_value" in error("--kfac", "--kfac-tensor-blocks", "3")
     assert "--kfac-damping sets up K-FAC: add --kfac" in error("--kfac-damping", "0.1")
 
