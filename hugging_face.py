@@ -149,7 +149,9 @@ def _resume_from(args):
         if not args.save:
             return ["--resume_from_checkpoint without a folder resumes from --output_dir (--save): give one of them"]
         args.load = args.save
-    elif os.path.isfile(os.path.join(path, "latest")) or not os.path.isdir(path) or \
+    elif not os.path.isdir(path):
+        return [f"--resume_from_checkpoint {path}: no such folder (alone, the flag resumes from --output_dir)"]
+    elif os.path.isfile(os.path.join(path, "latest")) or \
             not os.path.basename(os.path.normpath(path)).startswith("global_step"):
         args.load = path
     else:

@@ -129,6 +129,8 @@ def test_what_is_missing_or_means_nothing_here_is_one_line(tmp_path):
     assert "--push_to_hub: nothing is uploaded from training" in error("--push_to_hub")
     assert "--tokenizer-name needs --model-name-or-path or --config-name" in error("--tokenizer_name", "gpt2")
     assert "--resume_from_checkpoint and --load both name" in error("--resume_from_checkpoint", "--load", "x")
+    assert "--resume_from_checkpoint runs/none/step_9: no such folder" in error("--resume_from_checkpoint",
+                                                                               "runs/none/step_9")
     assert "--num_train_epochs: training is counted in steps here" in error("--num_train_epochs", "3")
     assert "--per_device_eval_batch_size 2: evaluation runs at the training micro batch" in error(
         "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "2")
