@@ -175,3 +175,15 @@ def test_data_files_export_their_texts_and_hold_out_the_validation_share(tmp_pat
     written = os.path.getmtime(args.train_data[0])
     export_dataset(args, str(tmp_path / "cache"))
     assert os.path.getmtime(args.train_data[0]) == written
+
+
+def test_resume_from_checkpoint_names_the_latest_or_one_tag(tmp_path):
+    from arguments import get_args
+    (tmp_path / "run" / "global_step2").mkdir(parents=True)
+    (tmp_path / "run" / "latest").write_text("global_step2")
+    alone = get_args(["--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint"])
+    directory = get_args(["--resume_from_checkpoint", str(tmp_path / "run")])
+    tag = get_args(["--resume_from_checkpoint", str(tmp_path / "run" / "global_step2")])
+    assert (alone.load, alone.load_tag) == (str(tmp_path / "run"), None)
+    assert (directory.load, directory.load_tag) == (str(tmp_path / "run"), None)
+    assert (tag.load, tag.load_tag) == (str(tmp_path / "run"), "global_step2")
