@@ -17,11 +17,6 @@ import hashlib
 import json
 import os
 
-from data_utils.hf_tokenizer import folder_tokenizer_flags
-from initialize import UsageError
-from model.hf_folder import gpt_flags_from_hf, is_hf_folder, read_config, state_from_hf
-from model.tensor_parallel_state import split_state
-
 SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "max_position_embeddings")
 TOKENIZER_FLAGS = ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_path", "tokenizer_model_type")
 LR_SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant", "constant_with_warmup": "constant"}
@@ -43,8 +38,9 @@ REFUSED_HF_FLAGS = {
 }
 
 
-class HubError(UsageError):
-    pass
+class HubError(ValueError):
+    """A name that resolves to nothing usable, or data that does not load: one line for the user. (The
+    libraries this module uses are imported where needed: `import arguments` stays light.)"""
 
 
 def _offline():
@@ -53,6 +49,7 @@ def _offline():
 
 def resolve_model_folder(name, flag):
     """The folder of a transformers model: `name` itself, or its snapshot in the local Hugging Face cache."""
+    from model.hf_folder import is_hf_folder
     if os.path.isdir(name):
         if not is_hf_folder(name):
             raise HubError(f"{flag} {name}: the folder has no config.json (a transformers model folder has one)")
@@ -81,6 +78,8 @@ def take_model_flags(args):
         return ["--tokenizer-name needs --model-name-or-path or --config-name"] if args.tokenizer_name else []
     if args.model_size:
         return [f"--model-size {args.model_size} and {source} both give the model's shape: give one"]
+    from data_utils.hf_tokenizer import folder_tokenizer_flags
+    from model.hf_folder import gpt_flags_from_hf, read_config
     try:
         folder = resolve_model_folder(source, "--config-name" if args.config_name else "--model-name-or-path")
         flags, config = gpt_flags_from_hf(folder)
@@ -89,7 +88,7 @@ def take_model_flags(args):
         tokenizer_folder = resolve_model_folder(args.tokenizer_name, "--tokenizer-name") if args.tokenizer_name \
             else folder
         tokenizer_flags = folder_tokenizer_flags(tokenizer_folder, read_config(tokenizer_folder))
-    except (ValueError, HubError) as error:
+    except ValueError as error:
         return [str(error)]
     problems = []
     for name, value in flags.items():
@@ -162,6 +161,8 @@ def _resume_from(args):
 def load_weights(model, args, tensor_parallel, rank):
     """args.hf_weights (a transformers folder) converted and split into this tensor rank's model, before
     DeepSpeed takes it."""
+    from model.hf_folder import state_from_hf
+    from model.tensor_parallel_state import split_state
     state, _, _ = state_from_hf(args.hf_weights, tensor_parallel, args.make_vocab_size_divisible_by)
     try:
         model.load_state_dict(split_state(state, tensor_parallel)[rank])

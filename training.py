@@ -36,7 +36,7 @@ from deepspeed_internals import (
     require_written_version,
     skip_one_rank_allreduce,
 )
-from hugging_face import export_dataset, load_weights
+from hugging_face import HubError, export_dataset, load_weights
 from initialize import (
     UsageError,
     collective_timeout,
@@ -291,7 +291,7 @@ def pretrain(args, datasets_provider, model_provider, steps):
     try:
         return _pretrain(args, datasets_provider, model_provider, steps)
     except (UsageError, ConfigError, DatasetError, MalformedJsonError, FileNotFoundError,
-            DeepSpeedVersionError) as error:
+            DeepSpeedVersionError, HubError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 
@@ -366,7 +366,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
     return engine, tokenizer, datasets, global_batch
 
 
-_DATA_ERRORS = (UsageError, DatasetError, MalformedJsonError, FileNotFoundError)
+_DATA_ERRORS = (UsageError, DatasetError, MalformedJsonError, FileNotFoundError, HubError)
 
 
 def _tokenizer_and_datasets(args, datasets_provider, num_samples):
