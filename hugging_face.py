@@ -10,9 +10,10 @@ fresh weights. A dataset is a local dataset folder (`save_to_disk`, or data file
 Hub name found in the local cache (a snapshot, or `datasets`' own cache of an earlier load), or
 --train-file/--validation-file (csv, json, txt); its texts are exported once into the data cache as
 loose JSON, which training tokenizes into .bin/.idx as it does any corpus. The Hub is never reached:
-HF_HUB_OFFLINE is 1 unless set.
+snapshots are looked up with local_files_only, and `datasets` runs in offline mode.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,8 +44,20 @@ class HubError(ValueError):
     libraries this module uses are imported where needed: `import arguments` stays light.)"""
 
 
-def _offline():
+@contextlib.contextmanager
+def _offline_datasets():
+    """`datasets` (yielded) with it and huggingface_hub in offline mode for the calls inside: both read
+    HF_HUB_OFFLINE when imported, so a process that imported them before (through transformers, say) would
+    otherwise try the network first and wait for it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+    from huggingface_hub import constants
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield datasets
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def resolve_model_folder(name, flag):
@@ -54,7 +67,6 @@ def resolve_model_folder(name, flag):
         if not is_hf_folder(name):
             raise HubError(f"{flag} {name}: the folder has no config.json (a transformers model folder has one)")
         return name
-    _offline()
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
     try:
@@ -188,43 +200,37 @@ def _dataset_key(args):
 
 
 def _load_named(name, config):
-    _offline()
-    import datasets
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-    if os.path.isdir(name):
-        if os.path.isfile(os.path.join(name, "dataset_dict.json")) or os.path.isfile(os.path.join(name,
-                                                                                                  "dataset_info.json")):
-            return datasets.load_from_disk(name)
-        return datasets.load_dataset(name, config)
-    try:
-        return datasets.load_dataset(snapshot_download(name, repo_type="dataset", local_files_only=True), config)
-    except (LocalEntryNotFoundError, HFValidationError):
-        pass
-    try:  # datasets' own cache of an earlier load
-        return datasets.load_dataset(name, config)
-    except Exception as error:  # the library raises ConnectionError, FileNotFoundError, ValueError ... here
-        from huggingface_hub import constants
+    with _offline_datasets() as datasets:
+        if os.path.isdir(name):
+            saved = any(os.path.isfile(os.path.join(name, f)) for f in ("dataset_dict.json", "dataset_info.json"))
+            return datasets.load_from_disk(name) if saved else datasets.load_dataset(name, config)
+        try:
+            return datasets.load_dataset(snapshot_download(name, repo_type="dataset", local_files_only=True), config)
+        except (LocalEntryNotFoundError, HFValidationError):
+            pass
+        if os.path.isdir(os.path.join(datasets.config.HF_DATASETS_CACHE, name.replace("/", "___"))):
+            return datasets.load_dataset(name, config)  # datasets' own cache of an earlier load
         raise HubError(f"--dataset-name {name}{' --dataset-config-name ' + config if config else ''}: not a folder, "
                        f"and not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) or datasets' cache "
-                       f"({datasets.config.HF_DATASETS_CACHE}) ({type(error).__name__}); nothing is downloaded here: on a "
-                       f"machine with network run `hf download --repo-type dataset {name}` and copy its cache folder "
+                       f"({datasets.config.HF_DATASETS_CACHE}); nothing is downloaded here: on a machine with network "
+                       f"run `hf download --repo-type dataset {name}` and copy its cache folder "
                        f"datasets--{name.replace('/', '--')} into this one, or save the dataset with save_to_disk and "
-                       "pass that folder") from None
+                       "pass that folder")
 
 
 def _load_files(train_file, validation_file):
-    _offline()
-    import datasets
     files = {"train": train_file, **({"validation": validation_file} if validation_file else {})}
     extension = os.path.splitext(train_file)[1].lstrip(".")
     builder = {"txt": "text", "jsonl": "json"}.get(extension, extension)
     if builder not in ("text", "json", "csv"):
         raise HubError(f"--train-file {train_file}: a .csv, .json, .jsonl or .txt file (run_clm's formats)")
-    try:
-        return datasets.load_dataset(builder, data_files=files)
-    except (FileNotFoundError, ValueError) as error:
-        raise HubError(f"--train-file {train_file}: {error}") from None
+    with _offline_datasets() as datasets:
+        try:
+            return datasets.load_dataset(builder, data_files=files)
+        except (FileNotFoundError, ValueError) as error:
+            raise HubError(f"--train-file {train_file}: {error}") from None
 
 
 def _texts(dataset):
