@@ -1,7 +1,7 @@
 """What K-FAC costs a step: pretrain_gpt2.py's training loop without and with --kfac, side by side in one
 process, and the preconditioner's parts timed inside the K-FAC run.
 
-    python benchmarks/kfac_cost.py [--shape cpu|gpt2-124m|gpt2-350m] [--iters 100] [--rounds 2]
+    python benchmarks/kfac_cost.py [--shape cpu|quick-start|gpt2-124m|gpt2-350m] [--iters 100] [--rounds 2]
         [--factor-steps 5] [--inverse-steps 50] [--threads N]
 
 Prints ms per iteration of the loop (the fastest of --rounds, each run alternating), K-FAC's share of the
@@ -26,10 +26,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SHAPES = {  # layers, hidden, heads, sequence, micro batch
-    "cpu": (4, 256, 4, 128, 8),
-    "gpt2-124m": (12, 768, 12, 1024, 8),
-    "gpt2-350m": (24, 1024, 16, 1024, 8),
+SHAPES = {  # layers, hidden, heads, sequence, micro batch, tokenizer
+    "cpu": (4, 256, 4, 128, 8, "CharacterLevelTokenizer"),
+    "quick-start": (4, 128, 4, 128, 8, "GPT2BPETokenizer"),  # scripts/pretrain_gpt2.sh's model and vocabulary
+    "gpt2-124m": (12, 768, 12, 1024, 8, "GPT2BPETokenizer"),
+    "gpt2-350m": (24, 1024, 16, 1024, 8, "GPT2BPETokenizer"),
 }
 
 
@@ -89,12 +90,12 @@ def main():
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     from launch_environment import free_port
     os.environ.setdefault("MASTER_PORT", str(free_port()))
-    layers, hidden, heads, seq, micro = SHAPES[options.shape]
+    layers, hidden, heads, seq, micro, tokenizer = SHAPES[options.shape]
     cache = tempfile.mkdtemp(prefix="kfac-bench-")
     base = ["--num-layers", str(layers), "--hidden-size", str(hidden), "--num-attention-heads", str(heads),
             "--seq-length", str(seq), "--batch-size", str(micro), "--train-iters", str(options.iters),
             "--log-interval", str(options.iters), "--eval-iters", "0", "--hidden-dropout", "0",
-            "--attention-dropout", "0", "--data-cache-dir", cache, "--tokenizer-type", "CharacterLevelTokenizer",
+            "--attention-dropout", "0", "--data-cache-dir", cache, "--tokenizer-type", tokenizer,
             "--num-workers", "0"]
     with_kfac = base + ["--kfac", "--kfac-factor-update-steps", str(options.factor_steps),
                         "--kfac-inv-update-steps", str(options.inverse_steps)]
