@@ -83,8 +83,8 @@ def resolve_model_folder(name, flag):
 
 def take_model_flags(args):
     """Apply --model-name-or-path / --config-name / --tokenizer-name to args (shape, architecture, dropout,
-    tokenizer, --seq-length); sets args.hf_weights (None before) to the folder whose weights training starts from, or
-    None. Returns problems, one line each."""
+    tokenizer, --seq-length) and set args.hf_weights (None before) to the folder whose weights training
+    starts from, if any. Returns problems, one line each."""
     source = args.config_name or args.model_name_or_path
     if source is None:
         return ["--tokenizer-name needs --model-name-or-path or --config-name"] if args.tokenizer_name else []
@@ -94,7 +94,7 @@ def take_model_flags(args):
     from model.hf_folder import gpt_flags_from_hf, read_config
     try:
         folder = resolve_model_folder(source, "--config-name" if args.config_name else "--model-name-or-path")
-        flags, config = gpt_flags_from_hf(folder)
+        flags, _ = gpt_flags_from_hf(folder)
         if args.model_name_or_path and not args.low_cpu_mem_usage:
             args.hf_weights = resolve_model_folder(args.model_name_or_path, "--model-name-or-path")
         tokenizer_folder = resolve_model_folder(args.tokenizer_name, "--tokenizer-name") if args.tokenizer_name \
