@@ -324,7 +324,11 @@ def add_checkpointing_args(parser):
                             "optimizer moments, schedule, iteration, consumed samples), as a resume at another "
                             "tensor-, pipeline- or data-parallel size, ZeRO stage or precision does by itself")
     group.add_argument("--keep-last-n-checkpoints", type=int, default=None,
-                       help="after each save, delete older committed checkpoints beyond the newest N")
+                       help="after each save, delete older committed checkpoints beyond the newest N (and the "
+                            "--save-best-k best)")
+    group.add_argument("--save-best-k", type=int, default=None,
+                       help="also save at every validation and keep the K checkpoints with the lowest validation "
+                            "loss (NeMo's save_top_k); a 'best' file names the lowest, --load-tag best resumes it")
     return parser
 
 
@@ -788,6 +792,9 @@ def check_args(args):
         problems.append("--load-tag and --ckpt-step pick a checkpoint of --load DIR: give --load")
     if args.keep_last_n_checkpoints is not None and args.keep_last_n_checkpoints < 1:
         problems.append(f"--keep-last-n-checkpoints {args.keep_last_n_checkpoints}: keep at least 1")
+    if args.save_best_k is not None and (args.save_best_k < 1 or not args.save or args.eval_iters < 1):
+        problems.append(f"--save-best-k {args.save_best_k}: keeps at least 1 checkpoint, and needs --save and "
+                        "validation (--eval-iters > 0)")
     if args.save_interval is not None and not args.save:
         problems.append("--save-interval needs --save DIR")
     if args.data_path and "train_data" in args.explicit:

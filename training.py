@@ -178,9 +178,10 @@ def evaluate(steps, data_iterator, engine, args, iterations):
 
 def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer):
     """Evaluate on the first --eval-iters batches of `dataset` (the same batches every time) and print
-    one line, with the time it took (kept out of the training time per iteration)."""
+    one line, with the time it took (kept out of the training time per iteration); returns the lm loss
+    (None without data to evaluate)."""
     if dataset is None or args.eval_iters <= 0:
-        return
+        return None
     started = time.time()
     values = evaluate(steps, batches(dataset, args, steps.get_batch), engine, args, args.eval_iters)
     parts = []
@@ -193,6 +194,7 @@ def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer)
     line = (f" {label} loss at {'iteration ' + str(iteration) if label == 'validation' else 'the end'} | "
             + " | ".join(parts) + f" | time (ms): {(time.time() - started) * 1000:.1f} |")
     print_rank_0("-" * len(line) + "\n" + line + "\n" + "-" * len(line))
+    return values["lm loss"]
 
 
 def _tensorboard(args):
@@ -543,9 +545,10 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, writ
     history, window, last_saved, skipped_in_a_row = {}, _LogWindow(), resumed_tag, 0
     parts = StepParts() if args.timing_breakdown else None
 
-    def save():
+    def save(validation_loss=None):
         mark("checkpoint")
-        save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,), also=engine.preconditioner)
+        save_checkpoint(engine, args, iteration, consumed, protected=(resumed_tag,), also=engine.preconditioner,
+                        validation_loss=validation_loss)
         return f"global_step{iteration}"
     while iteration < args.train_iters:
         mark("batch", iteration + 1)
@@ -564,12 +567,13 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, writ
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
                            writer, parts)
             window = _LogWindow()
-        if iteration % args.eval_interval == 0:
-            _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
+        validation_loss = _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer) \
+            if iteration % args.eval_interval == 0 else None
         at_exit_interval = bool(args.exit_interval) and iteration % args.exit_interval == 0
         stopping = stop.anywhere() or at_exit_interval
-        if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping):
-            last_saved = save()
+        if args.save and ((args.save_interval and iteration % args.save_interval == 0) or stopping or
+                          (args.save_best_k and validation_loss is not None)):
+            last_saved = save(validation_loss)
         if stopping:
             reason = stop.received or ("--exit-interval" if at_exit_interval else "a stop signal to another rank")
             print_rank_0(f"exiting at iteration {iteration} ({reason})")

@@ -52,7 +52,11 @@ def _rng_file(folder):
 def _tag_to_load(args):
     """The complete tag to resume from: --load-tag/--ckpt-step, else the one `latest` names, else the
     newest complete one before it (saying why); None when the directory holds no committed checkpoint."""
-    asked = args.load_tag or (None if args.ckpt_step is None else f"global_step{args.ckpt_step}")
+    asked = tags.named_tag(args.load, args.load_tag) or (None if args.ckpt_step is None else
+                                                          f"global_step{args.ckpt_step}")
+    if args.load_tag == tags.BEST and asked is None:
+        raise UsageError(f"--load-tag best: {args.load} has no 'best' file (written by runs with --save-best-k and "
+                         "validation): pick a tag with --load-tag or --ckpt-step")
     if not asked and tags.read_latest(args.load) is None:
         if os.path.isdir(args.load) and os.listdir(args.load) and not any(
                 tags.step_of(t) is not None for t in os.listdir(args.load)):
@@ -100,7 +104,8 @@ def resume_position(args):
     more samples than --train-iters x its batch); (0, 0) when nothing says."""
     if not args.load or args.finetune:  # a fine-tune starts at iteration 0, sample 0
         return 0, 0
-    tag = args.load_tag or (f"global_step{args.ckpt_step}" if args.ckpt_step is not None else tags.read_latest(args.load))
+    tag = tags.named_tag(args.load, args.load_tag) or (f"global_step{args.ckpt_step}" if args.ckpt_step is not None
+                                                        else tags.read_latest(args.load))
     manifest = tags.read_manifest(os.path.join(args.load, tag)) if tag else None
     return (manifest.get("iteration", 0), manifest.get("consumed_samples", 0)) if manifest else (0, 0)
 
@@ -230,7 +235,7 @@ def load_checkpoint(engine, args):
     return iteration, consumed, tag
 
 
-def save_checkpoint(engine, args, iteration, consumed_samples, protected=(), also=None):
+def save_checkpoint(engine, args, iteration, consumed_samples, protected=(), also=None, validation_loss=None):
     """Every rank writes its random-number states, the engine's states and `also`'s (an object with
     save(folder), such as the K-FAC preconditioner) into the tag folder; once all have, rank 0 commits the tag (manifest, then `latest`) and, with --keep-last-n-checkpoints, deletes
     older committed tags (never one in `protected`, such as the tag this run resumed from)."""
@@ -253,8 +258,8 @@ def save_checkpoint(engine, args, iteration, consumed_samples, protected=(), als
                          "resume from it with --load") from None
     dist.barrier()
     if dist.get_rank() == 0:
-        tags.commit(args.save, tag, iteration, layout_of_run(engine, args), consumed_samples)
-        if args.keep_last_n_checkpoints:
-            tags.prune(args.save, args.keep_last_n_checkpoints, {tag, *protected})
+        tags.commit(args.save, tag, iteration, layout_of_run(engine, args), consumed_samples, validation_loss)
+        if args.keep_last_n_checkpoints or args.save_best_k:
+            tags.prune(args.save, args.keep_last_n_checkpoints or 1, {tag, *protected}, args.save_best_k)
     dist.barrier()
     print_rank_0(f"saved checkpoint at iteration {iteration} to {args.save} ({time.time() - started:.1f} s)")

@@ -65,17 +65,19 @@ def tag_files(folder):
     return sorted(found)
 
 
-def write_manifest(folder, iteration, layout, consumed_samples):
+def write_manifest(folder, iteration, layout, consumed_samples, validation_loss=None):
     files = {name: {"size": os.path.getsize(os.path.join(folder, name)), "crc32": crc32(os.path.join(folder, name))}
              for name in tag_files(folder)}
-    write_atomically(os.path.join(folder, MANIFEST), json.dumps(
-        {"iteration": iteration, "consumed_samples": consumed_samples, "layout": layout, "files": files}, indent=1,
-        sort_keys=True))
+    record = {"iteration": iteration, "consumed_samples": consumed_samples, "layout": layout, "files": files}
+    if validation_loss is not None:
+        record["validation_loss"] = validation_loss
+    write_atomically(os.path.join(folder, MANIFEST), json.dumps(record, indent=1, sort_keys=True))
 
 
-def commit(directory, tag, iteration, layout, consumed_samples=0):
-    """Rank 0, after every rank has written the tag: the manifest, then `latest`."""
-    write_manifest(os.path.join(directory, tag), iteration, layout, consumed_samples)
+def commit(directory, tag, iteration, layout, consumed_samples=0, validation_loss=None):
+    """Rank 0, after every rank has written the tag: the manifest (with the validation loss of this
+    iteration when it was evaluated), then `latest`."""
+    write_manifest(os.path.join(directory, tag), iteration, layout, consumed_samples, validation_loss)
     write_atomically(os.path.join(directory, "latest"), tag)
 
 
@@ -193,10 +195,46 @@ def read_latest(directory):
         return f.read().strip()
 
 
-def prune(directory, keep, protected):
-    """Delete committed global_stepN tags beyond the newest `keep`, never one in `protected`."""
+BEST = "best"  # the file naming the committed tag with the lowest validation loss (--load-tag best)
+
+
+def best_tags(directory, count):
+    """The `count` committed global_stepN tags with the lowest validation loss in their manifests."""
+    losses = []
+    for tag in tags_newest_first(directory):
+        manifest = read_manifest(os.path.join(directory, tag)) if step_of(tag) is not None else None
+        if manifest and manifest.get("validation_loss") is not None:
+            losses.append((manifest["validation_loss"], -step_of(tag), tag))
+    return [tag for _, _, tag in sorted(losses)[:count]]
+
+
+def named_tag(directory, tag):
+    """`tag`, or for "best" the tag the `best` file names (None when there is none)."""
+    if tag != BEST:
+        return tag
+    path = os.path.join(directory, BEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def prune(directory, keep, protected, best=0):
+    """Delete committed global_stepN tags beyond the newest `keep` and the `best` with the lowest
+    validation loss (whose first the `best` file names, written before anything is deleted), never one in
+    `protected`. A tag is renamed out of the way before it is deleted: a crash mid-deletion leaves no
+    half tag under a tag's name."""
     committed = [t for t in tags_newest_first(directory)
                  if step_of(t) is not None and os.path.isfile(os.path.join(directory, t, MANIFEST))]
-    for tag in committed[keep:]:
-        if tag not in protected:
-            shutil.rmtree(os.path.join(directory, tag), ignore_errors=True)
+    kept = set(committed[:keep]) | set(protected)
+    if best:
+        lowest = best_tags(directory, best)
+        kept |= set(lowest)
+        if lowest:
+            write_atomically(os.path.join(directory, BEST), lowest[0])
+    for tag in committed:
+        if tag not in kept:
+            os.replace(os.path.join(directory, tag), os.path.join(directory, f".{tag}.deleting"))
+    for name in os.listdir(directory):  # these, and any a crash left
+        if name.endswith(".deleting"):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
