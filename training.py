@@ -592,7 +592,7 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
     learning_rate = engine.get_lr()[0]
     loss_scale = engine.optimizer.cur_scale if args.fp16 else 1.0
     scalars = {"learning rate": learning_rate, "loss scale": loss_scale, "tokens per second": tokens_per_second,
-               "TFLOP/s per device": tflops, **means}
+               "TFLOP/s per device": tflops, "consumed samples": consumed, **means}
     if norm is not None:
         scalars["grad norm"] = float(norm)
     accelerator = get_accelerator()
