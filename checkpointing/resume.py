@@ -49,11 +49,16 @@ def _rng_file(folder):
                                 f"dp{mpu.get_data_parallel_rank():03d}.pt")
 
 
+def _asked_tag(args):
+    """The tag --load-tag (`best`: the one the `best` file names) or --ckpt-step asks for, or None."""
+    return tags.named_tag(args.load, args.load_tag) or (None if args.ckpt_step is None else
+                                                         f"global_step{args.ckpt_step}")
+
+
 def _tag_to_load(args):
     """The complete tag to resume from: --load-tag/--ckpt-step, else the one `latest` names, else the
     newest complete one before it (saying why); None when the directory holds no committed checkpoint."""
-    asked = tags.named_tag(args.load, args.load_tag) or (None if args.ckpt_step is None else
-                                                          f"global_step{args.ckpt_step}")
+    asked = _asked_tag(args)
     if args.load_tag == tags.BEST and asked is None:
         raise UsageError(f"--load-tag best: {args.load} has no 'best' file (written by runs with --save-best-k and "
                          "validation): pick a tag with --load-tag or --ckpt-step")
@@ -104,8 +109,7 @@ def resume_position(args):
     more samples than --train-iters x its batch); (0, 0) when nothing says."""
     if not args.load or args.finetune:  # a fine-tune starts at iteration 0, sample 0
         return 0, 0
-    tag = tags.named_tag(args.load, args.load_tag) or (f"global_step{args.ckpt_step}" if args.ckpt_step is not None
-                                                        else tags.read_latest(args.load))
+    tag = _asked_tag(args) or tags.read_latest(args.load)
     manifest = tags.read_manifest(os.path.join(args.load, tag)) if tag else None
     return (manifest.get("iteration", 0), manifest.get("consumed_samples", 0)) if manifest else (0, 0)
 
@@ -237,8 +241,10 @@ def load_checkpoint(engine, args):
 
 def save_checkpoint(engine, args, iteration, consumed_samples, protected=(), also=None, validation_loss=None):
     """Every rank writes its random-number states, the engine's states and `also`'s (an object with
-    save(folder), such as the K-FAC preconditioner) into the tag folder; once all have, rank 0 commits the tag (manifest, then `latest`) and, with --keep-last-n-checkpoints, deletes
-    older committed tags (never one in `protected`, such as the tag this run resumed from)."""
+    save(folder), such as the K-FAC preconditioner) into the tag folder; once all have, rank 0 commits the
+    tag (manifest with `validation_loss`, then `latest`) and, with --keep-last-n-checkpoints or
+    --save-best-k, deletes committed tags that are neither among the newest N nor the K with the lowest
+    validation loss (never one in `protected`, such as the tag this run resumed from)."""
     started = time.time()
     tag = f"global_step{iteration}"
     folder = os.path.join(args.save, tag)
