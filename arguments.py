@@ -547,6 +547,24 @@ def add_evaluation_args(parser):
     return parser
 
 
+def add_lm_harness_args(parser):
+    """scripts/evaluate_lm_harness.py (--load and --batch-size come from the groups above)."""
+    group = parser.add_argument_group("lm-evaluation-harness")
+    group.add_argument("--tasks", required=True,
+                       help="comma-separated lm-eval task or group names (lambada_openai,hellaswag,...; "
+                            "`lm-eval ls tasks` lists them), or names of tasks in --include-path")
+    group.add_argument("--include-path", default=None, help="a folder of task YAML files of your own")
+    group.add_argument("--num-fewshot", type=int, default=None, help="examples in each prompt (default: the task's)")
+    group.add_argument("--limit", type=float, default=None,
+                       help="documents per task: a count, or below 1 a fraction (for a quick look, not a score)")
+    group.add_argument("--max-gen-toks", type=int, default=256,
+                       help="new tokens per generation at most, when a task does not say")
+    group.add_argument("--output-path", default=None, help="write lm-eval's results as JSON here")
+    group.add_argument("--log-samples", action="store_true",
+                       help="keep every document's requests and responses in the results (and --output-path)")
+    return parser
+
+
 def add_generation_args(parser):
     """generate_samples.py."""
     group = parser.add_argument_group("generation")

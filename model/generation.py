@@ -44,12 +44,15 @@ def _same_on_every_tensor_parallel_rank(tokens):
 
 
 @torch.no_grad()
-def generate(model, prompt, max_new_tokens, vocab_size, eod=None, use_cache=True, **sampling):
+def generate(model, prompt, max_new_tokens, vocab_size, eod=None, use_cache=True, stop=None, **sampling):
     """New tokens for each row of prompt [batch, length] (rows may repeat a prompt, for several
     samples): a list per row, ending before the first end-of-document token `eod`, at most
     max_new_tokens long and never past the model's max_sequence_length. The model must return
     gathered logits (parallel_output=False); ids from vocab_size up (vocabulary padding) are never
-    chosen. `sampling`: next_tokens' options."""
+    chosen. `stop`, given the new tokens so far [batch, n], says which rows are done (a stop string
+    reached); a done row takes `eod` from then on, so it needs one. `sampling`: next_tokens' options."""
+    if stop is not None and eod is None:
+        raise ValueError("stopping a row early needs an end-of-document token to fill it with")
     budget = min(max_new_tokens, model.max_sequence_length - prompt.size(1))
     cache = KVCache(model.max_sequence_length) if use_cache else None
     tokens, step_input = prompt, prompt
@@ -61,6 +64,8 @@ def generate(model, prompt, max_new_tokens, vocab_size, eod=None, use_cache=True
             new = new.masked_fill(finished, eod)
             finished |= new == eod
         tokens = torch.cat([tokens, new[:, None]], dim=1)
+        if stop is not None:
+            finished |= stop(tokens[:, prompt.size(1):])
         step_input = new[:, None] if use_cache else tokens
         if finished.all():
             break
