@@ -21,6 +21,7 @@ from model.architecture import (
     parse_attention_types,
     parse_moe_layers,
 )
+from trackers import add_tracking_args, tracking_problems
 
 # --model-size presets: (layers, hidden, heads); flags given explicitly win.
 MODEL_SIZES = {
@@ -609,7 +610,7 @@ def add_all_args(parser):
     for add in (add_model_args, add_architecture_args, add_regularization_args, add_training_args,
                 add_initialization_args, add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args,
                 add_kfac_args, add_hugging_face_args, add_distributed_args, add_validation_args, add_data_args, add_bert_args,
-                add_tokenizer_args, add_refused_flags):
+                add_tokenizer_args, add_tracking_args, add_refused_flags):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)
@@ -673,7 +674,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
     problems = hugging_face + _iterations_from_samples(args) + _megatron_core_flags(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
     problems += _warmup_fraction(args)
-    problems += check_args(args) + tokenizer_problems(args, args.explicit)
+    problems += check_args(args) + tokenizer_problems(args, args.explicit) + tracking_problems(args)
     if args.model_size in PRESET_TOKENIZERS and "tokenizer_type" not in args.explicit:
         problems.append(f"--model-size {args.model_size}: the real model reads {PRESET_TOKENIZERS[args.model_size]}, "
                         "not GPT-2's: pass --tokenizer-type HFTokenizer --vocab-file its tokenizer.json, or "

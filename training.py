@@ -53,6 +53,7 @@ from model.transformer import ParallelTransformerLayer
 from precision import emulated_bf16_warning
 from stall_watch import mark, watching
 from step_timing import StepParts
+from trackers import open_trackers
 
 NORM_TYPES = (torch.nn.LayerNorm, *NORMS.values())
 
@@ -176,7 +177,7 @@ def evaluate(steps, data_iterator, engine, args, iterations):
     return _over_data_parallel([totals])[0][0]
 
 
-def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer):
+def _evaluate_and_report(label, dataset, steps, engine, args, iteration, trackers):
     """Evaluate on the first --eval-iters batches of `dataset` (the same batches every time) and print
     one line, with the time it took (kept out of the training time per iteration); returns the lm loss
     (None without data to evaluate)."""
@@ -189,19 +190,11 @@ def _evaluate_and_report(label, dataset, steps, engine, args, iteration, writer)
         parts.append(f"{name} value: {value:.6E}")
         if name == "lm loss":
             parts.append(f"lm loss PPL: {math.exp(min(20.0, value)):.6E}")
-        if writer:
-            writer.add_scalar(f"{label}/{name}", value, iteration)
+    trackers.log({f"{label}/{name}": value for name, value in values.items()}, iteration)
     line = (f" {label} loss at {'iteration ' + str(iteration) if label == 'validation' else 'the end'} | "
             + " | ".join(parts) + f" | time (ms): {(time.time() - started) * 1000:.1f} |")
     print_rank_0("-" * len(line) + "\n" + line + "\n" + "-" * len(line))
     return values["lm loss"]
-
-
-def _tensorboard(args):
-    if not args.tensorboard_dir or dist.get_rank() != 0:
-        return None
-    from tensorboardX import SummaryWriter
-    return SummaryWriter(log_dir=args.tensorboard_dir)
 
 
 def _training_corpora(args):
@@ -505,17 +498,18 @@ def _pretrain(args, datasets_provider, model_provider, steps):
         engine.preconditioner.load(os.path.join(args.load, tag), iteration)
     if iteration >= args.train_iters and not args.skip_train:
         raise _nothing_to_train(args, iteration, tag)
-    writer = _tensorboard(args)
-    if args.skip_train:
-        history, stopped = {}, False
-        _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer)
-    else:
-        history, stopped = _train(args, engine, steps, (train_data, valid_data), (iteration, consumed, tag),
-                                  global_batch, parameters, writer)
-    if not stopped:
-        _evaluate_and_report("test", test_data, steps, engine, args, max(history, default=iteration), writer)
-    if writer:
-        writer.close()
+    trackers = open_trackers(args, engine.config, dist.get_rank())
+    try:
+        if args.skip_train:
+            history, stopped = {}, False
+            _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, trackers)
+        else:
+            history, stopped = _train(args, engine, steps, (train_data, valid_data), (iteration, consumed, tag),
+                                      global_batch, parameters, trackers)
+        if not stopped:
+            _evaluate_and_report("test", test_data, steps, engine, args, max(history, default=iteration), trackers)
+    finally:
+        trackers.close()
     return history
 
 
@@ -527,18 +521,18 @@ def _committed_checkpoint(args):
     return f"the last committed checkpoint is {tag} in {args.save}: launch the job again to resume from it"
 
 
-def _train(args, engine, steps, data, start, global_batch, parameters, writer):
+def _train(args, engine, steps, data, start, global_batch, parameters, trackers):
     """The loop from the resumed (iteration, consumed samples, tag) to --train-iters; returns (history,
     whether it stopped early at --exit-interval or a stop signal, after saving). Under the stall watch."""
     stop = _StopSignal()
     try:
         with watching(collective_timeout(args), lambda: _committed_checkpoint(args)):
-            return _train_loop(args, engine, steps, data, start, global_batch, parameters, writer, stop)
+            return _train_loop(args, engine, steps, data, start, global_batch, parameters, trackers, stop)
     finally:
         stop.restore()
 
 
-def _train_loop(args, engine, steps, data, start, global_batch, parameters, writer, stop):
+def _train_loop(args, engine, steps, data, start, global_batch, parameters, trackers, stop):
     (train_data, valid_data), (iteration, consumed, resumed_tag) = data, start
     train_iterator = batches(train_data, args, steps.get_batch, consumed if args.resume_dataloader else 0)
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
@@ -565,9 +559,9 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, writ
             logged, means = window.close()
             history.update(logged)
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
-                           writer, parts)
+                           trackers, parts)
             window = _LogWindow()
-        validation_loss = _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, writer) \
+        validation_loss = _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, trackers) \
             if iteration % args.eval_interval == 0 else None
         at_exit_interval = bool(args.exit_interval) and iteration % args.exit_interval == 0
         stopping = stop.anywhere() or at_exit_interval
@@ -583,7 +577,7 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, writ
     return {**history, **window.close()[0]}, False
 
 
-def _log_iteration(args, engine, iteration, consumed, closed_window, norm, global_batch, flops_per_token, writer,
+def _log_iteration(args, engine, iteration, consumed, closed_window, norm, global_batch, flops_per_token, trackers,
                    parts=None):
     means, window = closed_window
     elapsed = window.seconds / len(window.iterations)
@@ -615,6 +609,4 @@ def _log_iteration(args, engine, iteration, consumed, closed_window, norm, globa
             + "".join(f" {name} over data-parallel ranks (ms): fastest {fastest:.1f}, slowest {slowest:.1f} (rank "
                       f"{rank}) |" for name, (fastest, slowest, rank) in spread.items()))
     print_rank_0(line)
-    if writer:
-        for name, value in scalars.items():
-            writer.add_scalar(name, value, iteration)
+    trackers.log(scalars, iteration)
