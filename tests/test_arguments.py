@@ -2,12 +2,14 @@
 
 import argparse
 import glob
+import importlib.util
 import os
 import re
 
 import pytest
 
 import arguments
+import trackers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +20,8 @@ def _our_actions():
                 arguments.add_initialization_args, arguments.add_learning_rate_args, arguments.add_checkpointing_args,
                 arguments.add_mixed_precision_args, arguments.add_distributed_args, arguments.add_validation_args,
                 arguments.add_data_args, arguments.add_bert_args, arguments.add_tokenizer_args,
-                arguments.add_evaluation_args, arguments.add_generation_args, arguments.add_refused_flags):
+                arguments.add_evaluation_args, arguments.add_generation_args, arguments.add_lm_harness_args,
+                trackers.add_tracking_args, arguments.add_refused_flags):
         add(parser)
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
@@ -70,6 +73,8 @@ def test_presets_and_explicit_flags():
     (["--lr", "1", "--zero-stagee=1"], ["did you mean --zero-stage?"]),
     (["--no-bias-gelu-fusion"], ["--no-bias-gelu-fusion: bias and GeLU are not fused"]),
     (["--check-dataset"], ["python scripts/check_dataset.py --data-path"]),
+    (["--wandb-name", "x"], ["--wandb-name is for a wandb run: add --wandb-project"]),
+    (["--mlflow-experiment", "x"], ["--mlflow-experiment is for an MLflow run: add --mlflow-tracking-uri"]),
 ])
 def test_a_misspelt_or_refused_flag_is_one_line(capsys, argv, words):
     """No usage block (--help has it): one line, with the closest flag or the reason."""
@@ -78,3 +83,17 @@ def test_a_misspelt_or_refused_flag_is_one_line(capsys, argv, words):
     assert stopped.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert all(word in line for word in words), line
+
+
+@pytest.mark.parametrize("argv, package, words", [
+    (["--wandb-project", "p"], "wandb", "--wandb-project: wandb is not installed: pip install wandb"),
+    (["--mlflow-tracking-uri"], "mlflow", "--mlflow-tracking-uri: MLflow is not installed: pip install mlflow-skinny"),
+])
+def test_a_tracker_not_installed_is_one_line_before_anything_runs(capsys, monkeypatch, argv, package, words):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == package else find_spec(name, *rest))
+    with pytest.raises(SystemExit) as stopped:
+        arguments.get_args(argv)
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert words in line, line
