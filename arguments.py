@@ -13,6 +13,7 @@ import sys
 
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args
 from hugging_face import REFUSED_HF_FLAGS, take_model_flags, take_run_clm_flags
+from launch_environment import LaunchError, discover
 from model.architecture import (
     ACTIVATIONS,
     ARCHITECTURE_FLAGS,
@@ -21,6 +22,7 @@ from model.architecture import (
     parse_attention_types,
     parse_moe_layers,
 )
+from nemo_command_line import nemo_flags
 from trackers import add_tracking_args, tracking_problems
 
 # --model-size presets: (layers, hidden, heads); flags given explicitly win.
@@ -638,6 +640,14 @@ def _megatron_core_flags(args):
     return problems
 
 
+def _launcher_world_size():
+    """The processes the launcher started (NeMo's trainer.devices x num_nodes must agree)."""
+    try:
+        return discover().world_size
+    except LaunchError:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def explicit_flags(parser, argv):
     """The destinations of the flags given on the command line (not left at their defaults)."""
     quiet = copy.deepcopy(parser)
@@ -657,7 +667,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         extra_args(parser)
     if defaults:
         parser.set_defaults(**defaults)
-    argv = sys.argv[1:] if argv is None else argv
+    argv, nemo_problems = nemo_flags(sys.argv[1:] if argv is None else argv, _launcher_world_size())
     args = parser.parse_args(argv)
     args.explicit, args.hf_weights = explicit_flags(parser, argv), None
     hugging_face = take_run_clm_flags(args) + (take_model_flags(args) if not bert else [
@@ -671,7 +681,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         if name not in args.explicit:
             setattr(args, name, value)
     args.max_position_embeddings = args.max_position_embeddings or args.seq_length
-    problems = hugging_face + _iterations_from_samples(args) + _megatron_core_flags(args)
+    problems = nemo_problems + hugging_face + _iterations_from_samples(args) + _megatron_core_flags(args)
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
     problems += _warmup_fraction(args)
     problems += check_args(args) + tokenizer_problems(args, args.explicit) + tracking_problems(args)
