@@ -6,21 +6,28 @@ or one that scripts/convert_checkpoint.py wrote. The model's shape and its token
 flags saved in the checkpoint; flags given on the command line override them. The weights are merged
 over the saved shards and split again for this run's --model-parallel-size, so any saved layout
 loads at any tensor-parallel size (a checkpoint saved at this size without ZeRO-3 or pipeline stages
-is read one file per rank); evaluation and generation run without pipeline stages.
+is read one file per rank); evaluation and generation run without pipeline stages. A mixture-of-experts
+checkpoint, at whatever expert-parallel size it trained, is read with all its experts on every process
+(expert-parallel size 1: no all-to-all, so its processes evaluate independently, as dense ones do), and
+every token reaches its experts (model.moe.route_every_token).
 """
 
+
+import os
 
 import torch
 from deepspeed.accelerator import get_accelerator
 
 import mpu
 from checkpointing import read_shard
+from checkpointing.files import read_experts
 from data_utils.hf_tokenizer import folder_tokenizer_flags
 from data_utils.tokenization import make_tokenizer_from_args
 from initialize import UsageError, initialize_distributed, print_rank_0, set_random_seed
 from model import GPT2Model
-from model.architecture import ARCHITECTURE_FLAGS, architecture_from_args
+from model.architecture import ARCHITECTURE_FLAGS, architecture_from_args, parse_moe_layers
 from model.hf_folder import is_hf_folder, state_from_hf
+from model.moe import route_every_token
 from model.tensor_parallel_state import split_state
 
 SHAPE_FLAGS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "max_position_embeddings",
@@ -61,7 +68,11 @@ def _read_weights(args, rank, tensor_parallel):
     """(this rank's state dict, the saved flags, tag) of --load: a checkpoint, or a transformers folder
     converted in memory, with its own tokenizer (data_utils.hf_tokenizer.folder_tokenizer_flags)."""
     if not is_hf_folder(args.load):
-        return read_shard(args.load, rank, tensor_parallel)
+        state, saved, tag = read_shard(args.load, rank, tensor_parallel)
+        if (saved.get("num_experts") or 1) > 1:
+            moe_layers = len(parse_moe_layers(saved["moe_layers"], saved["num_layers"]))
+            state.update(read_experts(os.path.join(args.load, tag), moe_layers, saved["num_experts"]))
+        return state, saved, tag
     state, saved, config = state_from_hf(args.load, tensor_parallel, args.make_vocab_size_divisible_by)
     saved.update(folder_tokenizer_flags(args.load, config))
     return split_state(state, tensor_parallel)[rank], saved, "transformers"
@@ -83,10 +94,12 @@ def load_gpt2(args):
     state, saved, tag = _read_weights(args, mpu.get_model_parallel_rank(), tensor_parallel)
     if "tokentype_embeddings" in state:
         raise UsageError(f"--load {args.load}: a BERT checkpoint; evaluation and generation take GPT-2")
-    if (saved.get("num_experts") or 1) > 1:
-        raise UsageError(f"--load {args.load}: a mixture-of-experts checkpoint (its experts are in DeepSpeed's "
-                         "expert files); evaluation and generation do not read those yet")
     _take_saved_flags(args, saved)
+    if args.num_experts > 1 and args.moe_expert_parallel_size != 1:
+        if "moe_expert_parallel_size" in args.explicit:
+            raise UsageError(f"--moe-expert-parallel-size {args.moe_expert_parallel_size}: evaluation and generation "
+                             "hold every expert on each process (expert-parallel size 1); drop the flag")
+        args.moe_expert_parallel_size = 1
     tokenizer = make_tokenizer_from_args(args, model_parallel_size=tensor_parallel)
     rows = state["word_embeddings.weight"].size(0) * tensor_parallel  # the padded vocabulary
     if tokenizer.vocab_size > rows:
@@ -103,8 +116,10 @@ def load_gpt2(args):
         detail = str(error).strip().splitlines()[-1].strip()
         raise UsageError(f"--load {args.load}: the weights do not fit the model the flags describe "
                          f"(a shape flag that contradicts the checkpoint?): {detail}") from None
+    route_every_token(model)
     model = model.to(device=get_accelerator().current_device_name(), dtype=_dtype(args)).eval()
     print_rank_0(f"> loaded {args.load}/{tag}: {args.num_layers} layers, hidden {args.hidden_size}, "
                  f"{args.num_attention_heads} heads, {args.max_position_embeddings} positions, "
-                 f"{tokenizer.name} ({tokenizer.vocab_size} tokens), tensor parallel {tensor_parallel}")
+                 f"{tokenizer.name} ({tokenizer.vocab_size} tokens), tensor parallel {tensor_parallel}"
+                 + (f", {args.num_experts} experts per MoE layer, all on each process" if args.num_experts > 1 else ""))
     return model, tokenizer

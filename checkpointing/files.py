@@ -24,6 +24,7 @@ from model.tensor_parallel_state import merge_states, split_state
 from .tags import NoCompleteTag, choose_tag, commit, read_latest, torch_save_atomically
 
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
+_EXPERT_FILE = re.compile(r"layer_(\d+)_expert_(\d+)_mp_rank_(\d+)_model_states\.pt")
 UNIVERSAL = "universal"  # a tag's layout-free form (universal.py): one file per parameter,
 TRAINING_STATE = "training_state.pt"  # and this one, written last
 
@@ -84,6 +85,22 @@ def layer_files(folder):
         if match:
             files.setdefault(int(match.group(2)), {})[int(match.group(1))] = os.path.join(folder, name)
     return files
+
+
+def read_experts(folder, moe_layers, num_experts):
+    """The mixture-of-experts weights of a tag folder as one process holds them (expert-parallel size 1).
+    DeepSpeed writes each expert to its own file, layer_L_expert_E_mp_rank_00_model_states.pt, its
+    parameters named by the expert's global number whatever expert-parallel size trained it, so the union
+    of the files is every expert at size 1. A missing expert file is an error naming the count."""
+    state, found = {}, 0
+    for name in sorted(os.listdir(folder)):
+        if _EXPERT_FILE.fullmatch(name):
+            state.update(load_plain(os.path.join(folder, name)))
+            found += 1
+    if found != moe_layers * num_experts:
+        raise ValueError(f"{folder}: {found} expert files where {moe_layers} MoE layers x {num_experts} experts were "
+                         "saved; the checkpoint is incomplete (copy every layer_*_expert_* file)")
+    return state
 
 
 def checkpoint_layout(folder):

@@ -41,6 +41,16 @@ class MoEMLP(torch.nn.Module):
         return output
 
 
+def route_every_token(model):
+    """Evaluation and generation: every token reaches its experts (no capacity limit, no minimum
+    capacity, so one token at a time generates). Training's capacity bounds a step's work; a model is
+    scored on all its tokens."""
+    for module in model.modules():
+        if isinstance(module, MoEMLP):
+            module.moe.deepspeed_moe.gate.drop_tokens = False
+            module.moe.deepspeed_moe.gate.min_capacity = 0
+
+
 def is_moe(model):
     return any(isinstance(module, MoEMLP) for module in model.modules())
 
