@@ -25,7 +25,7 @@ from deepspeed.accelerator import get_accelerator
 
 from arguments import add_generation_args, get_args
 from inference import load_gpt2
-from initialize import UsageError, print_rank_0
+from initialize import UsageError, print_rank_0, run_or_exit
 from model.generation import generate
 
 SAMPLE_SEPARATOR = "-" * 80  # printed after each sample, so samples of piped prompts stay apart
@@ -112,12 +112,7 @@ def generate_samples(args):
 
 
 def main(argv=None):
-    args = get_args(argv, description=__doc__, extra_args=add_generation_args)
-    try:
-        return generate_samples(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    return run_or_exit(generate_samples, get_args(argv, description=__doc__, extra_args=add_generation_args))
 
 
 if __name__ == "__main__":

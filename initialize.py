@@ -37,6 +37,16 @@ class UsageError(Exception):
     """A problem with the flags, config, data or checkpoint that the user must fix: printed as one line."""
 
 
+def run_or_exit(run, args, errors=()):
+    """run(args) for an entry script; a UsageError, ValueError, FileNotFoundError or one of `errors` is one
+    'error:' line on stderr and exit status 2 (no traceback: the line says what to do)."""
+    try:
+        return run(args)
+    except (UsageError, ValueError, FileNotFoundError, *errors) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def print_rank_0(message):
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(message, flush=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import add_lm_harness_args, get_args  # noqa: E402
 from inference import load_gpt2  # noqa: E402
-from initialize import UsageError  # noqa: E402
+from initialize import UsageError, run_or_exit  # noqa: E402
 
 
 def _limit(limit):
@@ -78,12 +78,7 @@ def evaluate(args):
 
 
 def main(argv=None):
-    args = get_args(argv, description=__doc__, extra_args=add_lm_harness_args)
-    try:
-        return evaluate(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    return run_or_exit(evaluate, get_args(argv, description=__doc__, extra_args=add_lm_harness_args))
 
 
 if __name__ == "__main__":

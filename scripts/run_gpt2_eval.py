@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arguments import add_evaluation_args, get_args  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError  # noqa: E402
 from inference import load_gpt2  # noqa: E402
-from initialize import UsageError, print_rank_0  # noqa: E402
+from initialize import UsageError, print_rank_0, run_or_exit  # noqa: E402
 from tasks.corpus import corpus_tokens  # noqa: E402
 from tasks.lambada import cloze_sample, cloze_window, read_passages  # noqa: E402
 from tasks.scoring import score  # noqa: E402
@@ -96,12 +96,7 @@ def evaluate(args):
 
 
 def main(argv=None):
-    args = get_args(argv, description=__doc__, extra_args=add_evaluation_args)
-    try:
-        return evaluate(args)
-    except (UsageError, ValueError, FileNotFoundError, MalformedJsonError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    return run_or_exit(evaluate, get_args(argv, description=__doc__, extra_args=add_evaluation_args), (MalformedJsonError,))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def harness(tmp_path_factory, sample_texts):
 
 
 def _evaluate(argv):
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
     import evaluate_lm_harness
     from lm_eval.utils import handle_non_serializable
     results = evaluate_lm_harness.main(argv)
@@ -134,7 +135,6 @@ def _numbers(value):
 
 @pytest.mark.parametrize("world, tensor_parallel", [(1, 1), (2, 2), (2, 1)], ids=["tp1", "tp2", "dp2"])
 def test_harness_equals_lm_evals_hf_model(harness, world, tensor_parallel):
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
     output = harness["root"] / f"results-{world}-{tensor_parallel}.json"
     results = run_distributed(world, _evaluate, [
         "--load", harness["hf"], "--tasks", ",".join(TASKS), "--include-path", harness["tasks"], "--batch-size", "3",

@@ -3,7 +3,10 @@ generation with every expert on each process: its logits equal the training engi
 tokens, evaluation gives the same loss on 1 and 2 processes, greedy generation starts with the engine's
 argmax; asking for the experts spread is one line."""
 
+import importlib
 import json
+import os
+import sys
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ import torch
 from distributed import run_distributed
 from gpt2_runs import train_argv, train_keeping_engine
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOE = ["--num-experts", "4", "--moe-layers", "every:2", "--moe-capacity-factor", "4.0", "--train-iters", "4",
        "--moe-expert-parallel-size", "2", "--zero-stage", "2"]  # capacity 4x: no token dropped, at any batch
 
@@ -30,9 +34,7 @@ def _gathered(argv, probe):
 
 
 def _main(script, argv):
-    import importlib
-    import sys
-    sys.path.insert(0, "scripts")
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
     return importlib.import_module(script).main(argv)
 
 
