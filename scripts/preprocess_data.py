@@ -1,11 +1,17 @@
-"""Tokenize loose JSON into Megatron-compatible `{prefix}_{key}_{document|sentence}.bin/.idx`.
+"""Tokenize documents into Megatron-compatible `{prefix}_{key}_{document|sentence}.bin/.idx`.
 
     python scripts/preprocess_data.py --input corpus.jsonl --json-keys text \\
         --tokenizer-type GPT2BPETokenizer --append-eod --workers 8 --output-prefix data/corpus
+    python scripts/preprocess_data.py --input pile/00.jsonl.zst ...     # lm_dataformat / The Pile
+    python scripts/preprocess_data.py --input books/ --minimum-size 128 ...  # a folder of .txt files
+    python scripts/preprocess_data.py --input neo_tfrecords/ ...       # GPT-Neo's document-mode tfrecords
 
-The input is streamed (never read whole); worker processes tokenize; the main process writes.
-With --split-sentences each sentence is one sequence and a document is its run of sentences
-(the `_sentence` files, what BERT datasets read); otherwise each document is one sequence.
+--input is loose JSON, zstandard-compressed JSON lines (.jsonl.zst, .json.zst), .txt files (one
+document each), GPT-Neo .tfrecords (token ids, written as they are: the tokenizer flags must describe
+the vocabulary they were made with), or a folder of them (data_utils/raw_documents.py). The input is
+streamed (never read whole); worker processes tokenize; the main process writes. With
+--split-sentences each sentence is one sequence and a document is its run of sentences (the
+`_sentence` files, what BERT datasets read); otherwise each document is one sequence.
 """
 
 import argparse
@@ -21,14 +27,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from arguments import ArgumentParser, add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
 from data_utils.indexed_dataset import IndexedDatasetBuilder, best_fitting_dtype, check_token_ids  # noqa: E402
-from data_utils.lazy_loader import MalformedJsonError, iter_lines, parse_document  # noqa: E402
+from data_utils.lazy_loader import MalformedJsonError, parse_document  # noqa: E402
 from data_utils.progress import Progress  # noqa: E402
+from data_utils.raw_documents import (  # noqa: E402
+    TFRECORD_SUFFIXES,
+    input_bytes,
+    is_tfrecord_input,
+    text_lines,
+    tfrecord_documents,
+)
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args  # noqa: E402
 
 
 class Encoder:
-    """Turns one JSON line into token ids per key; one instance (and tokenizer) per worker process.
+    """Turns one JSON line into token ids per key; one instance (and tokenizer) per worker process. A
+    document with fewer than --minimum-size tokens under a key (before the eod) comes back as None.
     A worker hands back each document's ids as one array in the output dtype, checked against the
     vocabulary, with its sequences' lengths: the main process only writes bytes (a list of Python
     ints would cost it more to receive than the tokenizing costs the worker)."""
@@ -41,22 +55,35 @@ class Encoder:
         Encoder.dtype = best_fitting_dtype(Encoder.tokenizer.vocab_size)
 
     def encode(self, numbered_line):
-        line_number, line = numbered_line
+        source, line_number, line, position = numbered_line
         args = self.args
         try:
-            texts = {key: parse_document(line, key, args.input, line_number, "--json-keys") for key in args.json_keys}
+            texts = {key: parse_document(line, key, source, line_number, "--json-keys") for key in args.json_keys}
         except MalformedJsonError as error:
-            return line_number, None, len(line), str(error)
+            return None, position, str(error)
         encoded = {}
         for key, text in texts.items():
             pieces = split_sentences(text, args.keep_newlines) if args.split_sentences else [text]
             sequences = [ids for ids in map(Encoder.tokenizer.tokenize, pieces) if ids]
-            if args.append_eod and sequences:
-                sequences[-1].append(Encoder.tokenizer.eod)
-            tokens = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64)
-            check_token_ids(tokens, Encoder.tokenizer.vocab_size, f"{args.input} line {line_number}")
-            encoded[key] = (tokens.astype(Encoder.dtype), [len(ids) for ids in sequences])
-        return line_number, encoded, len(line), None
+            if sum(map(len, sequences)) < args.minimum_size:
+                return None, position, None
+            encoded[key] = self.checked(sequences, f"{source} line {line_number}")
+        return encoded, position, None
+
+    def checked(self, sequences, where):
+        """(the document's ids in the output dtype, its sequences' lengths), with --append-eod's eod."""
+        if self.args.append_eod and sequences and sequences[-1][-1] != Encoder.tokenizer.eod:
+            sequences[-1] = list(sequences[-1]) + [Encoder.tokenizer.eod]
+        tokens = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64)
+        check_token_ids(tokens, Encoder.tokenizer.vocab_size, where)
+        return tokens.astype(Encoder.dtype), [len(ids) for ids in sequences]
+
+    def encode_tokens(self, record):
+        """A GPT-Neo tfrecord example: its ids as they are (tokenized when it was written)."""
+        source, number, tokens, position = record
+        if len(tokens) - (len(tokens) > 0 and tokens[-1] == Encoder.tokenizer.eod) < self.args.minimum_size:
+            return None, position, None
+        return {"text": self.checked([tokens.tolist()], f"{source} record {number}")}, position, None
 
     def encode_batch(self, numbered_lines):
         return [self.encode(numbered_line) for numbered_line in numbered_lines]
@@ -84,12 +111,17 @@ def encoded_in_order(pool, workers, encoder, numbered_lines, batch_lines=256):
 def get_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_argument_group("input and output")
-    group.add_argument("--input", required=True, help="loose JSON file, one document per line")
+    group.add_argument("--input", required=True,
+                       help="loose JSON, .jsonl.zst / .json.zst, .txt (one document per file), GPT-Neo .tfrecords, "
+                            "or a folder of them")
     group.add_argument("--json-keys", nargs="+", default=["text"], help="keys to tokenize, one output pair each")
     group.add_argument("--output-prefix", required=True, help="written as {prefix}_{key}_{level}.bin/.idx")
     group.add_argument("--split-sentences", action="store_true", help="one sequence per sentence (for BERT)")
     group.add_argument("--keep-newlines", action="store_true", help="with --split-sentences, also split at newlines")
-    group.add_argument("--append-eod", action="store_true", help="end every document with the eod token")
+    group.add_argument("--append-eod", action="store_true",
+                       help="end every document with the eod token (unless it already ends with it)")
+    group.add_argument("--minimum-size", type=int, default=0,
+                       help="leave out documents with fewer tokens than this (GPT-Neo's encoder), and count them")
     group.add_argument("--skip-malformed", action="store_true",
                        help="leave out malformed lines, missing keys and empty documents, and count them, "
                             "instead of stopping at the first one")
@@ -106,8 +138,8 @@ def get_args(argv=None):
     next(a for a in parser._actions if a.dest == "tokenizer_type").choices = None  # checked below, with HF names
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if args.workers < 1 or args.minimum_size < 0:
+        parser.error("--workers must be at least 1 and --minimum-size at least 0")
     explicit = explicit_flags(parser, argv)
     problems = _nemo_tokenizer(args, explicit) or tokenizer_problems(args, explicit)
     if problems:
@@ -144,13 +176,26 @@ def _nemo_tokenizer(args, explicit):
     return []
 
 
+def _documents(args, encoder):
+    """(the input's documents as (encoded or None, input position, error or None), its size in bytes, and
+    the worker pool to close); tfrecords need no tokenizing and are read in this process."""
+    if is_tfrecord_input(args.input):
+        if args.split_sentences or args.json_keys != ["text"]:
+            raise ValueError(f"--input {args.input}: GPT-Neo tfrecords hold token ids, one sequence per document: "
+                             "drop --split-sentences and --json-keys")
+        return map(encoder.encode_tokens, tfrecord_documents(args.input)), input_bytes(
+            args.input, TFRECORD_SUFFIXES), None
+    size = input_bytes(args.input)
+    pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
+    return encoded_in_order(pool, args.workers, encoder, text_lines(args.input)), size, pool
+
+
 def main(argv=None):
     args = get_args(argv)
-    if not os.path.isfile(args.input):
-        sys.exit(f"error: --input {args.input}: no such file")
     encoder = Encoder(args)
     try:
         encoder.initializer()
+        documents_in, size, pool = _documents(args, encoder)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     if args.split_sentences:
@@ -158,22 +203,21 @@ def main(argv=None):
     level = "sentence" if args.split_sentences else "document"
     builders = {key: IndexedDatasetBuilder(f"{args.output_prefix}_{key}_{level}", Encoder.dtype,
                                            Encoder.tokenizer.vocab_size) for key in args.json_keys}
-    lines = ((number, line) for number, line, _, _ in iter_lines(args.input))
-    pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
-    encoded_lines = encoded_in_order(pool, args.workers, encoder, lines)
-    progress, documents, total_bytes, skipped = Progress(os.path.getsize(args.input), args.log_interval), 0, 0, []
+    progress, documents, position, skipped, short = Progress(size, args.log_interval), 0, 0, [], 0
     try:
-        for _, encoded, size, error in encoded_lines:
-            total_bytes += size
+        for encoded, position, error in documents_in:
             if error is not None:
                 if not args.skip_malformed:
                     raise MalformedJsonError(error + " (or pass --skip-malformed)")
                 skipped.append(error)
                 continue
+            if encoded is None:
+                short += 1
+                continue
             for key, (tokens, lengths) in encoded.items():
                 builders[key].add_checked_document(tokens, lengths)
             documents += 1
-            progress.show(documents, total_bytes)
+            progress.show(documents, position)
     except (MalformedJsonError, ValueError) as error:
         for builder in builders.values():
             builder.discard()
@@ -185,12 +229,15 @@ def main(argv=None):
     if documents == 0:
         for builder in builders.values():
             builder.discard()
-        sys.exit(f"error: --input {args.input}: no documents (the file has no usable JSON lines); nothing was written")
+        sys.exit(f"error: --input {args.input}: no documents (no usable JSON lines, or none of --minimum-size "
+                 f"{args.minimum_size} tokens); nothing was written")
     for builder in builders.values():
         builder.finalize()
-    progress.show(documents, os.path.getsize(args.input), final=True)
+    progress.show(documents, size, final=True)
     if skipped:
         print(f"skipped {len(skipped)} malformed lines; first: {skipped[0]}", file=sys.stderr)
+    if short:
+        print(f"left out {short} documents of fewer than {args.minimum_size} tokens (--minimum-size)", file=sys.stderr)
     for key in args.json_keys:
         print(f"wrote {args.output_prefix}_{key}_{level}.bin/.idx", file=sys.stderr)
 

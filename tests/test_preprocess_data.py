@@ -102,3 +102,44 @@ def test_a_bad_line_ends_a_run_with_two_workers_every_time(tmp_path, sample_text
         assert "not valid JSON" in str(stopped.value) and "\n" not in str(stopped.value)
         assert not any(p.name.startswith("out_") for p in tmp_path.iterdir())
     capsys.readouterr()
+
+
+def _preprocess_in_process(argv):
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import preprocess_data
+    preprocess_data.main(argv)
+
+
+def test_zstd_text_folders_and_gpt_neo_tfrecords_give_the_loose_json_bin_idx(tmp_path, sample_texts, capsys):
+    """The same documents as loose JSON, as The Pile's .jsonl.zst (lm_dataformat's {"text", "meta"} lines), as a
+    folder of .txt files and as GPT-Neo's document-mode tfrecords (ids with the eod) write the same files; with
+    --minimum-size the documents under it are left out, from every form alike."""
+    import zstandard
+    from tfrecord.writer import TFRecordWriter
+    texts, tokenizer = [" ".join(text.split()[:n]) for text, n in zip(sample_texts[:40], range(5, 400, 10))], \
+        make_tokenizer("GPT2BPETokenizer")
+    loose = _corpus(tmp_path, texts)
+    (tmp_path / "pile.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("".join(
+        json.dumps({"text": t, "meta": {"pile_set_name": "test"}}) + "\n" for t in texts).encode()))
+    (tmp_path / "txt").mkdir()
+    for i, text in enumerate(texts):
+        (tmp_path / "txt" / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "neo").mkdir()
+    writer = TFRecordWriter(str(tmp_path / "neo" / "0_40.tfrecords"))
+    for text in texts:
+        writer.write({"text": (tokenizer.tokenize(text) + [tokenizer.eod], "int")})
+    writer.close()
+    for minimum in (0, 64):
+        outputs = []
+        for name, source in (("json", loose), ("zst", str(tmp_path / "pile.jsonl.zst")), ("txt", str(tmp_path / "txt")),
+                             ("neo", str(tmp_path / "neo"))):
+            prefix = str(tmp_path / f"{name}-{minimum}")
+            _preprocess_in_process(["--input", source, "--append-eod", "--minimum-size", str(minimum),
+                                    "--output-prefix", prefix])
+            outputs.append([open(f"{prefix}_text_document.{ext}", "rb").read() for ext in ("bin", "idx")])
+        assert all(output == outputs[0] for output in outputs[1:])
+        kept = [t for t in texts if len(tokenizer.tokenize(t)) >= minimum]
+        data = MMapIndexedDataset(str(tmp_path / f"json-{minimum}_text_document"))
+        assert len(data) == len(kept) and (minimum == 0 or 0 < len(kept) < len(texts))
+        assert data[len(kept) - 1].tolist() == tokenizer.tokenize(kept[-1]) + [tokenizer.eod]
+    assert f"left out {len(texts) - len(kept)} documents of fewer than 64 tokens" in capsys.readouterr().err
