@@ -15,7 +15,6 @@ streamed (never read whole); worker processes tokenize; the main process writes.
 """
 
 import argparse
-import collections
 import itertools
 import multiprocessing
 import os
@@ -38,6 +37,7 @@ from data_utils.raw_documents import (  # noqa: E402
 )
 from data_utils.sentences import sentence_splitter, split_sentences  # noqa: E402
 from data_utils.tokenization import TOKENIZER_TYPES, make_tokenizer_from_args  # noqa: E402
+from data_utils.worker_pool import in_order  # noqa: E402
 
 
 class Encoder:
@@ -87,25 +87,6 @@ class Encoder:
 
     def encode_batch(self, numbered_lines):
         return [self.encode(numbered_line) for numbered_line in numbered_lines]
-
-
-def encoded_in_order(pool, workers, encoder, numbered_lines, batch_lines=256):
-    """encoder.encode over the lines, in order; with a pool, batches of lines go to the workers from this
-    thread, at most a few per worker in flight. (Pool.imap read the input in a thread of its own, and
-    terminating the pool while that thread fed it deadlocked now and then: a run with a bad line never
-    ended.) Stopping early leaves only those few batches for pool.close() and join() to finish."""
-    if pool is None:
-        yield from map(encoder.encode, numbered_lines)
-        return
-    pending, in_flight = collections.deque(), 4 * workers
-    while True:
-        batch = list(itertools.islice(numbered_lines, batch_lines))
-        if batch:
-            pending.append(pool.apply_async(encoder.encode_batch, (batch,)))
-        if pending and (len(pending) >= in_flight or not batch):
-            yield from pending.popleft().get()
-        elif not batch:
-            return
 
 
 def get_args(argv=None):
@@ -187,7 +168,7 @@ def _documents(args, encoder):
             args.input, TFRECORD_SUFFIXES), None
     size = input_bytes(args.input)
     pool = multiprocessing.Pool(args.workers, initializer=encoder.initializer) if args.workers > 1 else None
-    return encoded_in_order(pool, args.workers, encoder, text_lines(args.input)), size, pool
+    return in_order(pool, args.workers, encoder.encode_batch, text_lines(args.input)), size, pool
 
 
 def main(argv=None):
