@@ -90,8 +90,8 @@ class LanguageFilter:
 def quality_problem(text, min_alpha_fraction, max_repeated_line_fraction, mean_word_length):
     """Gopher-style heuristics: the share of letters among non-space characters, the share of lines that
     repeat another line of the document, and the mean word length's bounds (min, max)."""
-    characters = sum(not c.isspace() for c in text)
-    if characters == 0 or sum(c.isalpha() for c in text) / characters < min_alpha_fraction:
+    characters = len(text) - sum(map(str.isspace, text))
+    if characters == 0 or sum(map(str.isalpha, text)) / characters < min_alpha_fraction:
         return "quality letters"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if lines and 1 - len(set(lines)) / len(lines) > max_repeated_line_fraction:

@@ -65,31 +65,30 @@ def similarity(a, b):
 
 
 class SignatureStore:
-    """The signatures of the kept documents, in the shard files that hold them: (shard file, row) per
-    LSH key, read back one row when a candidate is checked."""
+    """The kept documents' signatures by key, the document's line number in the output (1, 2, ...): rows
+    of finished shards are read back from the shard's file when a candidate is checked; those of the
+    shard in progress are in memory until its file is written."""
 
     def __init__(self, num_perm):
         self.num_perm, self.rows = num_perm, []
 
     def add_file(self, path):
-        """Register a finished shard's signature file; returns the keys of its rows."""
-        rows = os.path.getsize(path) // (4 * self.num_perm)
-        first = len(self.rows)
-        self.rows.extend((path, row) for row in range(rows))
-        return range(first, first + rows)
+        """A finished shard's signature file; returns the keys of its rows."""
+        first = len(self.rows) + 1
+        self.rows.extend((path, row) for row in range(os.path.getsize(path) // (4 * self.num_perm)))
+        return range(first, len(self.rows) + 1)
 
-    def add_pending(self, signature):
-        """A signature of the shard in progress (kept in memory until the shard's file is written)."""
+    def add(self, signature):
         self.rows.append(signature)
-        return len(self.rows) - 1
+        return len(self.rows)
 
-    def settle(self, path, keys):
-        """The shard's file is written: its rows are read from it from now on."""
-        for row, key in enumerate(keys):
-            self.rows[key] = (path, row)
+    def settle(self, path, first_key):
+        """The signatures from first_key on are now the rows of the file at `path`."""
+        for row, key in enumerate(range(first_key, len(self.rows) + 1)):
+            self.rows[key - 1] = (path, row)
 
     def __getitem__(self, key):
-        entry = self.rows[key]
+        entry = self.rows[key - 1]
         if isinstance(entry, np.ndarray):
             return entry
         path, row = entry
@@ -101,7 +100,7 @@ class SignatureStore:
 class NearDuplicateIndex:
     """datasketch's MinHashLSH over kept documents' signatures, checked against the stored signatures."""
 
-    def __init__(self, threshold=0.8, num_perm=128):
+    def __init__(self, threshold=0.7, num_perm=128):
         from datasketch import MinHashLSH
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.threshold, self.store = threshold, SignatureStore(num_perm)
@@ -109,7 +108,7 @@ class NearDuplicateIndex:
     @staticmethod
     def _minhash(signature):
         from datasketch import LeanMinHash
-        return LeanMinHash(seed=0, hashvalues=signature.astype(np.uint64))
+        return LeanMinHash(seed=0, hashvalues=signature, scheme="affine32")  # 32-bit values, as ours
 
     def match(self, signature):
         """(key, similarity) of the most similar kept document at or above the threshold, or None."""
@@ -120,5 +119,14 @@ class NearDuplicateIndex:
                 best = (key, score)
         return best
 
-    def insert(self, key, signature):
+    def add(self, signature):
+        """Index a kept document's signature; returns its key."""
+        key = self.store.add(signature)
         self.lsh.insert(key, self._minhash(signature), check_duplication=False)
+        return key
+
+    def restore(self, path):
+        """Index a finished shard's signature file (a restarted run)."""
+        rows = np.fromfile(path, dtype=np.uint32).reshape(-1, self.store.num_perm)
+        for key, signature in zip(self.store.add_file(path), rows):
+            self.lsh.insert(key, self._minhash(signature), check_duplication=False)

@@ -33,5 +33,5 @@ def cloze_window(context, target, seq_length):
     tokens = (context + target)[-(seq_length + 1):]
     first = len(tokens) - 1 - len(target)
     if first < 0:
-        raise ValueError(f"a target of {len(target)} tokens does not fit {seq_length} positions (--seq-length)")
+        raise ValueError(f"a target of {len(target)} tokens does not fit {seq_length} positions (--seq-length {seq_length})")
     return tokens[:-1], tokens[1:], list(range(first, len(tokens) - 1))
