@@ -1,21 +1,24 @@
 """Exact and near duplicates across a corpus, the last two stages of scripts/clean_corpus.py.
 
-Exact: a 128-bit BLAKE2 hash of the text lowercased with its whitespace collapsed.
+Exact: a 128-bit BLAKE2 hash of the text lowercased with its whitespace collapsed; the index keeps its
+first 64 bits.
 
 Near: MinHash signatures of each document's word shingles (`shingle_size` consecutive lowercased words)
-and datasketch's MinHashLSH index over them at `threshold` (its bands and rows chosen by datasketch for
-that Jaccard similarity). A document is a near duplicate when a document kept before it is an LSH
-candidate whose estimated Jaccard similarity (the share of equal signature values) reaches the
-threshold; it is dropped and its pair written to the side file. Signatures are computed with numpy
-(word hashes by xxhash, shingle hashes by a polynomial over them, `num_perm` multiply-shift hash
-functions of 64-bit seeds drawn from `seed`): datasketch's own update hashes one shingle at a time in
-Python, several times slower.
+in a banded LSH index: `bands` x `rows` of the `num_perm` values, the split datasketch's MinHashLSH
+chooses for the Jaccard `threshold` (its _optimal_param: equal weights on false positives and negatives;
+14 x 9 for 0.7). A document is a near duplicate when a kept document sharing one of its band hashes has an
+estimated Jaccard similarity (the share of equal signature values) at or above the threshold; its pair goes
+to the side file. Signatures are computed with numpy (word hashes by xxhash, shingle hashes a polynomial
+over them, `num_perm` multiply-shift hash functions seeded by `seed`): hashing one shingle at a time in
+Python, as datasketch's MinHash.update does, was several times slower.
 
-The index holds, per kept document, its key and one band hash per band; the signatures themselves, needed
-only to check a candidate, stay on disk in the shard files (`SignatureStore`), so memory grows with the
-number of kept documents by the index alone (benchmarks/clean_corpus_throughput.py prints it per million).
+Memory: datasketch's MinHashLSH keeps a Python set per bucket and a list of band keys per document, 4.8 KB
+per document measured here (4.5 GiB per million); the index here keeps each band hash and key in sorted
+numpy arrays (12 bytes per band, recent entries in a dict until merged), the exact hashes likewise, and the
+signatures on disk in the shard files (`SignatureStore`), read back only to check a candidate.
 """
 
+import bisect
 import hashlib
 import os
 import re
@@ -64,69 +67,125 @@ def similarity(a, b):
     return float(np.mean(a == b))
 
 
+class SortedRuns:
+    """A multimap of uint64 hashes to int keys in little memory: recent entries in a dict of lists, merged
+    into sorted numpy arrays (8 + 4 bytes an entry) when it holds `buffer` of them."""
+
+    def __init__(self, buffer=500_000):
+        self.recent, self.count, self.buffer = {}, 0, buffer
+        self.hashes, self.keys = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int32)
+
+    def get(self, values):
+        """The keys stored under any of `values` (a uint64 array)."""
+        first, last = np.searchsorted(self.hashes, values, "left"), np.searchsorted(self.hashes, values, "right")
+        found = [key for start, end in zip(first.tolist(), last.tolist()) if end > start
+                 for key in self.keys[start:end].tolist()]
+        return found + [key for value in values.tolist() for key in self.recent.get(value, ())]
+
+    def add(self, values, key):
+        for value in values.tolist():
+            self.recent.setdefault(value, []).append(key)
+        self.count += len(values)
+        if self.count >= self.buffer:
+            self._merge()
+
+    def _merge(self):
+        pairs = [(value, key) for value, keys in self.recent.items() for key in keys]
+        hashes = np.concatenate([self.hashes, np.fromiter((v for v, _ in pairs), np.uint64, len(pairs))])
+        keys = np.concatenate([self.keys, np.fromiter((k for _, k in pairs), np.int32, len(pairs))])
+        order = np.argsort(hashes, kind="stable")
+        self.hashes, self.keys, self.recent, self.count = hashes[order], keys[order], {}, 0
+
+
+class ExactIndex:
+    """The kept documents' exact hashes (their first 64 bits) and output lines."""
+
+    def __init__(self):
+        self.runs = SortedRuns()
+
+    @staticmethod
+    def _value(digest):
+        return int.from_bytes(digest[:8], "little")
+
+    def find(self, digest):
+        keys = self.runs.get(np.array([self._value(digest)], dtype=np.uint64))
+        return min(keys) if keys else None
+
+    def add(self, digest, key):
+        self.runs.add(np.array([self._value(digest)], dtype=np.uint64), key)
+
+
 class SignatureStore:
-    """The kept documents' signatures by key, the document's line number in the output (1, 2, ...): rows
-    of finished shards are read back from the shard's file when a candidate is checked; those of the
-    shard in progress are in memory until its file is written."""
+    """The kept documents' signatures by key, the document's line number in the output (1, 2, ...): those of
+    finished shards are read back from the shard's file when a candidate is checked; those of the shard in
+    progress are in memory until its file is written."""
 
     def __init__(self, num_perm):
-        self.num_perm, self.rows = num_perm, []
+        self.num_perm, self.files, self.pending, self.first_pending = num_perm, [], [], 1
 
     def add_file(self, path):
-        """A finished shard's signature file; returns the keys of its rows."""
-        first = len(self.rows) + 1
-        self.rows.extend((path, row) for row in range(os.path.getsize(path) // (4 * self.num_perm)))
-        return range(first, len(self.rows) + 1)
+        """A finished shard's signature file, holding the next keys; returns them."""
+        first = self.first_pending
+        self.files.append((first, path))
+        self.first_pending += os.path.getsize(path) // (4 * self.num_perm)
+        return range(first, self.first_pending)
 
     def add(self, signature):
-        self.rows.append(signature)
-        return len(self.rows)
+        self.pending.append(signature)
+        return self.first_pending + len(self.pending) - 1
 
-    def settle(self, path, first_key):
-        """The signatures from first_key on are now the rows of the file at `path`."""
-        for row, key in enumerate(range(first_key, len(self.rows) + 1)):
-            self.rows[key - 1] = (path, row)
+    def settle(self, path):
+        """The shard in progress is written to `path`: its signatures are read from there from now on."""
+        self.files.append((self.first_pending, path))
+        self.first_pending += len(self.pending)
+        self.pending = []
 
     def __getitem__(self, key):
-        entry = self.rows[key - 1]
-        if isinstance(entry, np.ndarray):
-            return entry
-        path, row = entry
+        if key >= self.first_pending:
+            return self.pending[key - self.first_pending]
+        first, path = self.files[bisect.bisect_right(self.files, (key, chr(0x10FFFF))) - 1]
         with open(path, "rb") as f:
-            f.seek(row * 4 * self.num_perm)
+            f.seek((key - first) * 4 * self.num_perm)
             return np.frombuffer(f.read(4 * self.num_perm), dtype=np.uint32)
 
 
 class NearDuplicateIndex:
-    """datasketch's MinHashLSH over kept documents' signatures, checked against the stored signatures."""
+    """Banded LSH over the kept documents' signatures, candidates checked against their stored signatures.
+    A band's hash mixes its values with fixed odd multipliers and its band number, so the bands of every
+    document share one table."""
 
     def __init__(self, threshold=0.7, num_perm=128):
-        from datasketch import MinHashLSH
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.threshold, self.store = threshold, SignatureStore(num_perm)
+        from datasketch.lsh import _optimal_param
+        self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        self.threshold, self.store, self.table = threshold, SignatureStore(num_perm), SortedRuns()
+        rng = np.random.default_rng(12345)
+        self.mixers = rng.integers(1, 2 ** 63, size=(self.bands, self.rows), dtype=np.uint64) | np.uint64(1)
+        self.salts = rng.integers(0, 2 ** 63, size=self.bands, dtype=np.uint64)
 
-    @staticmethod
-    def _minhash(signature):
-        from datasketch import LeanMinHash
-        return LeanMinHash(seed=0, hashvalues=signature, scheme="affine32")  # 32-bit values, as ours
+    def _band_hashes(self, signature):
+        values = signature[:self.bands * self.rows].astype(np.uint64).reshape(self.bands, self.rows)
+        with np.errstate(over="ignore"):
+            mixed = (values * self.mixers).sum(axis=1, dtype=np.uint64) + self.salts
+            return mixed ^ (mixed >> np.uint64(29))
 
     def match(self, signature):
-        """(key, similarity) of the most similar kept document at or above the threshold, or None."""
+        """(key, similarity) of the most similar kept document at or above the threshold (the earliest of
+        equals), or None."""
         best = None
-        for key in self.lsh.query(self._minhash(signature)):
+        for key in sorted(set(self.table.get(self._band_hashes(signature)))):
             score = similarity(signature, self.store[key])
-            if score >= self.threshold and (best is None or (score, -key) > (best[1], -best[0])):
+            if score >= self.threshold and (best is None or score > best[1]):
                 best = (key, score)
         return best
 
     def add(self, signature):
         """Index a kept document's signature; returns its key."""
         key = self.store.add(signature)
-        self.lsh.insert(key, self._minhash(signature), check_duplication=False)
+        self.table.add(self._band_hashes(signature), key)
         return key
 
     def restore(self, path):
         """Index a finished shard's signature file (a restarted run)."""
         rows = np.fromfile(path, dtype=np.uint32).reshape(-1, self.store.num_perm)
         for key, signature in zip(self.store.add_file(path), rows):
-            self.lsh.insert(key, self._minhash(signature), check_duplication=False)
+            self.table.add(self._band_hashes(signature), key)

@@ -24,7 +24,7 @@ input order, so the output does not depend on --workers. Work goes in shards of 
 documents under OUTPUT.work/, each made whole (kept records, duplicates, the signatures and hashes of
 its kept documents) before it counts as done: a killed run started again continues after its last
 finished shard and writes exactly what an unbroken run writes. Memory holds the duplicate indexes only
-(the LSH index and the exact hashes of the kept documents), never the corpus.
+(band and exact hashes of the kept documents, about N bytes each), never the corpus.
 """
 
 import argparse
@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arguments import ArgumentParser, add_tokenizer_args, explicit_flags, tokenizer_problems  # noqa: E402
 from data_utils.cleaning import LanguageFilter, UrlFilter, clean, quality_problem, read_domains  # noqa: E402
 from data_utils.lazy_loader import MalformedJsonError, parse_document  # noqa: E402
-from data_utils.near_duplicates import NearDuplicateIndex, Signatures, exact_hash  # noqa: E402
+from data_utils.near_duplicates import ExactIndex, NearDuplicateIndex, Signatures, exact_hash  # noqa: E402
 from data_utils.progress import Progress  # noqa: E402
 from data_utils.raw_documents import input_bytes, text_lines  # noqa: E402
 from data_utils.tokenization import make_tokenizer_from_args  # noqa: E402
@@ -138,7 +138,7 @@ class Deduplicator:
     is its line number in the output."""
 
     def __init__(self, args):
-        self.exact = {} if "exact" in args.stages else None
+        self.exact = ExactIndex() if "exact" in args.stages else None
         self.near = NearDuplicateIndex(args.jaccard_threshold, args.num_perm) if "near" in args.stages else None
         self.kept = 0
 
@@ -148,20 +148,20 @@ class Deduplicator:
             with open(shards.path(shard, "hashes"), "rb") as f:
                 data = f.read()
             for row in range(kept):
-                self.exact.setdefault(data[16 * row:16 * row + 16], self.kept + row + 1)
+                self.exact.add(data[16 * row:16 * row + 16], self.kept + row + 1)
         if self.near is not None:
             self.near.restore(shards.path(shard, "sig"))
         self.kept += kept
 
     def check(self, digest, signature):
         """None when the document is new (it is then indexed as kept), else (reason, kept line, similarity)."""
-        if self.exact is not None and digest in self.exact:
-            return "exact duplicate", self.exact[digest], 1.0
+        if self.exact is not None and (kept_line := self.exact.find(digest)) is not None:
+            return "exact duplicate", kept_line, 1.0
         if self.near is not None and (found := self.near.match(signature)):
             return ("near duplicate", *found)
         self.kept += 1
         if self.exact is not None:
-            self.exact[digest] = self.kept
+            self.exact.add(digest, self.kept)
         if self.near is not None:
             self.near.add(signature)
         return None
@@ -175,7 +175,7 @@ def _duplicate_line(found, where, line, text_key):
 
 def _run_shard(shard, results, dedup, shards, args, progress, totals):
     """Check one shard's processed documents and write the shard whole; totals gains its counts."""
-    kept, duplicates, hashes, signatures, counts, first_key = [], [], [], [], Counter(), dedup.kept + 1
+    kept, duplicates, hashes, signatures, counts = [], [], [], [], Counter()
     position = totals.get("position", 0)
     for line, reason, digest, signature, where, position in results:
         counts["read"] += 1
@@ -199,7 +199,7 @@ def _run_shard(shard, results, dedup, shards, args, progress, totals):
     shards.write(shard, "hashes", b"".join(hashes))
     if dedup.near is not None:
         shards.write(shard, "sig", np.asarray(signatures, dtype=np.uint32).reshape(-1, args.num_perm).tobytes())
-        dedup.near.store.settle(shards.path(shard, "sig"), first_key)
+        dedup.near.store.settle(shards.path(shard, "sig"))
     shards.write(shard, "json", json.dumps({**counts, "position": position}).encode())
     totals.update(counts)
     totals["position"] = position

@@ -110,19 +110,19 @@ def test_a_killed_run_started_again_writes_the_unbroken_runs_output(tmp_path, sa
     records += [{"text": t + "\n", "url": "https://mirror.net/x"} for t in sample_texts[:100]]  # duplicates
     records.append({"text": sample_texts[5], "url": "https://cdn.example.com/photo.JPG"})
     source = _write(tmp_path / "in.jsonl", records)
-    argv = ["--input", source, "--shard-size", "20", "--stages", "urls,clean,quality,exact,near"]
+    argv = ["--input", source, "--shard-size", "10", "--stages", "urls,clean,quality,exact,near"]
     _clean(*argv, "--output", str(tmp_path / "unbroken.jsonl"), "--workers", "2")
     broken = str(tmp_path / "broken.jsonl")
     environment = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
     process = subprocess.Popen([sys.executable, SCRIPT, *argv, "--output", broken], env=environment,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while not os.path.exists(f"{broken}.work/shard_000006.json") and time.time() < deadline:
+    while not os.path.exists(f"{broken}.work/shard_000003.json") and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished = len(glob.glob(f"{broken}.work/shard_*.json"))
-    assert 6 <= finished < 31 and not os.path.exists(broken), finished  # killed mid-way (31 shards in all)
+    assert 3 <= finished < 61 and not os.path.exists(broken), finished  # killed mid-way (61 shards in all)
     _clean(*argv, "--output", broken)
     for suffix in ("", ".duplicates.jsonl"):
         assert open(broken + suffix, "rb").read() == open(str(tmp_path / "unbroken.jsonl") + suffix, "rb").read()
