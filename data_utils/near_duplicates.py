@@ -4,18 +4,20 @@ Exact: a 128-bit BLAKE2 hash of the text lowercased with its whitespace collapse
 first 64 bits.
 
 Near: MinHash signatures of each document's word shingles (`shingle_size` consecutive lowercased words)
-in a banded LSH index: `bands` x `rows` of the `num_perm` values, the split datasketch's MinHashLSH
-chooses for the Jaccard `threshold` (its _optimal_param: equal weights on false positives and negatives;
-14 x 9 for 0.7). A document is a near duplicate when a kept document sharing one of its band hashes has an
-estimated Jaccard similarity (the share of equal signature values) at or above the threshold; its pair goes
-to the side file. Signatures are computed with numpy (word hashes by xxhash, shingle hashes a polynomial
-over them, `num_perm` multiply-shift hash functions seeded by `seed`): hashing one shingle at a time in
-Python, as datasketch's MinHash.update does, was several times slower.
+in a banded LSH index, `bands` x `rows` of the `num_perm` values chosen for the Jaccard `threshold` as
+datasketch's MinHashLSH chooses them (the least false-positive area below the threshold plus
+false-negative area above it: 14 x 9 for 0.7 and 128 values). A document is a near duplicate when a kept
+document sharing one of its band hashes has an estimated Jaccard similarity (the share of equal
+signature values) at or above the threshold; its pair goes to the side file. Signatures are computed
+with numpy (word hashes by xxhash, shingle hashes a polynomial over them, `num_perm` multiply-shift hash
+functions seeded by `seed`); datasketch's MinHash, hashing one shingle at a time in Python, was
+several times slower.
 
-Memory: datasketch's MinHashLSH keeps a Python set per bucket and a list of band keys per document, 4.8 KB
-per document measured here (4.5 GiB per million); the index here keeps each band hash and key in sorted
-numpy arrays (12 bytes per band, recent entries in a dict until merged), the exact hashes likewise, and the
-signatures on disk in the shard files (`SignatureStore`), read back only to check a candidate.
+Memory: datasketch's MinHashLSH keeps a Python set per bucket and a list of band keys per document (4.8 KB
+a document measured here, 4.5 GiB per million). Here each band hash and key sit in sorted numpy arrays
+(12 bytes a band; recent ones in a dict until merged), the exact hashes likewise, and the signatures on
+disk in the shard files (`SignatureStore`), read back only to check a candidate: 181 bytes a kept
+document, 0.17 GiB per million (benchmarks/clean_corpus_throughput.py).
 """
 
 import bisect
@@ -149,14 +151,29 @@ class SignatureStore:
             return np.frombuffer(f.read(4 * self.num_perm), dtype=np.uint32)
 
 
+def bands_and_rows(threshold, num_perm):
+    """(bands, rows), bands x rows <= num_perm, whose candidate probability 1 - (1 - s^rows)^bands has the
+    least area above 0 below the threshold plus below 1 above it."""
+    similarity = np.linspace(0.0, 1.0, 2001)
+    below, above = similarity <= threshold, similarity >= threshold
+    best = None
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            candidate = 1.0 - (1.0 - similarity ** rows) ** bands
+            error = (np.trapezoid(candidate[below], similarity[below])
+                     + np.trapezoid(1.0 - candidate[above], similarity[above]))
+            if best is None or error < best[0]:
+                best = (error, bands, rows)
+    return best[1:]
+
+
 class NearDuplicateIndex:
     """Banded LSH over the kept documents' signatures, candidates checked against their stored signatures.
     A band's hash mixes its values with fixed odd multipliers and its band number, so the bands of every
     document share one table."""
 
     def __init__(self, threshold=0.7, num_perm=128):
-        from datasketch.lsh import _optimal_param
-        self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        self.bands, self.rows = bands_and_rows(threshold, num_perm)
         self.threshold, self.store, self.table = threshold, SignatureStore(num_perm), SortedRuns()
         rng = np.random.default_rng(12345)
         self.mixers = rng.integers(1, 2 ** 63, size=(self.bands, self.rows), dtype=np.uint64) | np.uint64(1)

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from data_utils.cleaning import LanguageFilter, UrlFilter, clean
+from data_utils.near_duplicates import bands_and_rows
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "clean_corpus.py")
 
@@ -142,3 +143,10 @@ def test_a_killed_run_started_again_writes_the_unbroken_runs_output(tmp_path, sa
 ])
 def test_the_url_filter(url, reason):
     assert UrlFilter(frozenset({"badsite.com"}))({"url": url, "text": "x"}) == reason
+
+
+@pytest.mark.parametrize("threshold, num_perm, expected", [(0.7, 128, (14, 9)), (0.8, 128, (9, 13)), (0.5, 128, (25, 5)),
+                                                           (0.9, 128, (5, 25))])
+def test_bands_and_rows_are_datasketchs(threshold, num_perm, expected):
+    """datasketch 2.0's MinHashLSH splits 128 values this way for these thresholds (its _optimal_param)."""
+    assert bands_and_rows(threshold, num_perm) == expected
