@@ -4,20 +4,21 @@ Exact: a 128-bit BLAKE2 hash of the text lowercased with its whitespace collapse
 first 64 bits.
 
 Near: MinHash signatures of each document's word shingles (`shingle_size` consecutive lowercased words)
-in a banded LSH index, `bands` x `rows` of the `num_perm` values chosen for the Jaccard `threshold` as
-datasketch's MinHashLSH chooses them (the least false-positive area below the threshold plus
-false-negative area above it: 14 x 9 for 0.7 and 128 values). A document is a near duplicate when a kept
+in a banded LSH index, `bands` x `rows` of the `num_perm` values chosen for the Jaccard `threshold` by
+datasketch's criterion with misses weighed 9 to 1 (bands_and_rows: 20 x 6 for 0.7 and 128 values, which
+finds 95% of pairs at 0.72 and 99.8% at 0.8, where datasketch's 14 x 9 finds 53% and 87%). A document is
+a near duplicate when a kept
 document sharing one of its band hashes has an estimated Jaccard similarity (the share of equal
 signature values) at or above the threshold; its pair goes to the side file. Signatures are computed
-with numpy (word hashes by xxhash, shingle hashes a polynomial over them, `num_perm` multiply-shift hash
-functions seeded by `seed`); datasketch's MinHash, hashing one shingle at a time in Python, was
-several times slower.
+with numpy (word hashes by xxhash, shingle hashes a polynomial over them, `num_perm` affine 32-bit maps
+seeded by `seed`); datasketch's MinHash, hashing one shingle at a time in Python, was several times
+slower.
 
 Memory: datasketch's MinHashLSH keeps a Python set per bucket and a list of band keys per document (4.8 KB
 a document measured here, 4.5 GiB per million). Here each band hash and key sit in sorted numpy arrays
 (12 bytes a band; recent ones in a dict until merged), the exact hashes likewise, and the signatures on
-disk in the shard files (`SignatureStore`), read back only to check a candidate: 181 bytes a kept
-document, 0.17 GiB per million (benchmarks/clean_corpus_throughput.py).
+disk in the shard files (`SignatureStore`), read back only to check a candidate
+(benchmarks/clean_corpus_throughput.py prints the bytes per kept document).
 """
 
 import bisect
@@ -36,16 +37,20 @@ def exact_hash(text):
 
 
 class Signatures:
-    """MinHash signatures (uint32 [num_perm]) of texts, the same in every process for the same seed."""
+    """MinHash signatures (uint32 [num_perm]) of texts, the same in every process for the same seed: each
+    shingle's 64-bit hash folded to 32 bits, then num_perm affine maps a x + b mod 2^32 (a odd: each one a
+    permutation, datasketch's "affine32" scheme), the minimum of each over the document's shingles."""
 
     def __init__(self, num_perm=128, shingle_size=5, seed=1):
         rng = np.random.default_rng(seed)
-        self.multipliers = rng.integers(1, 2 ** 63, size=num_perm, dtype=np.uint64) | np.uint64(1)
-        self.offsets = rng.integers(0, 2 ** 63, size=num_perm, dtype=np.uint64)
+        self.multipliers = (rng.integers(0, 2 ** 32, size=num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)
+        self.offsets = rng.integers(0, 2 ** 32, size=num_perm, dtype=np.uint64).astype(np.uint32)
         self.powers = np.array([pow(1_000_003, j, 2 ** 64) for j in range(shingle_size)], dtype=np.uint64)
         self.num_perm, self.shingle_size = num_perm, shingle_size
+        self.buffer = np.empty((4096, num_perm), dtype=np.uint32)  # reused: a fresh array each time page-faults
 
     def shingle_hashes(self, text):
+        """32-bit hashes of the text's shingles, repeats included (a minimum does not see them)."""
         import xxhash
         words = WORD.findall(text.lower())
         hashes = np.fromiter((xxhash.xxh64_intdigest(word.encode("utf-8")) for word in words), dtype=np.uint64,
@@ -55,13 +60,15 @@ class Signatures:
         with np.errstate(over="ignore"):
             for j in range(min(self.shingle_size, len(words))):
                 shingles += hashes[j:j + count] * self.powers[j]
-        return np.unique(shingles)
+        return (shingles ^ (shingles >> np.uint64(32))).astype(np.uint32)
 
     def __call__(self, text):
         shingles = self.shingle_hashes(text)
-        with np.errstate(over="ignore"):
-            mixed = np.multiply.outer(shingles, self.multipliers) + self.offsets
-        return (mixed >> np.uint64(32)).min(axis=0).astype(np.uint32)
+        if len(shingles) > len(self.buffer):
+            self.buffer = np.empty((len(shingles), self.num_perm), dtype=np.uint32)
+        mixed = np.multiply.outer(shingles, self.multipliers, out=self.buffer[:len(shingles)])
+        mixed += self.offsets
+        return mixed.min(axis=0)
 
 
 def similarity(a, b):
@@ -151,17 +158,20 @@ class SignatureStore:
             return np.frombuffer(f.read(4 * self.num_perm), dtype=np.uint32)
 
 
-def bands_and_rows(threshold, num_perm):
+def bands_and_rows(threshold, num_perm, false_negative_weight=0.9):
     """(bands, rows), bands x rows <= num_perm, whose candidate probability 1 - (1 - s^rows)^bands has the
-    least area above 0 below the threshold plus below 1 above it."""
+    least weighted sum of its area below the threshold (false positives, weight 1 - false_negative_weight)
+    and of its shortfall from 1 above it (false negatives). datasketch weighs them equally; candidates
+    are checked against their signatures here, so a false positive costs a read and a false negative a
+    kept duplicate: the default weighs misses 9 to 1."""
     similarity = np.linspace(0.0, 1.0, 2001)
     below, above = similarity <= threshold, similarity >= threshold
     best = None
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
             candidate = 1.0 - (1.0 - similarity ** rows) ** bands
-            error = (np.trapezoid(candidate[below], similarity[below])
-                     + np.trapezoid(1.0 - candidate[above], similarity[above]))
+            error = ((1 - false_negative_weight) * np.trapezoid(candidate[below], similarity[below])
+                     + false_negative_weight * np.trapezoid(1.0 - candidate[above], similarity[above]))
             if best is None or error < best[0]:
                 best = (error, bands, rows)
     return best[1:]

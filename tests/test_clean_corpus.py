@@ -147,6 +147,7 @@ def test_the_url_filter(url, reason):
 
 @pytest.mark.parametrize("threshold, num_perm, expected", [(0.7, 128, (14, 9)), (0.8, 128, (9, 13)), (0.5, 128, (25, 5)),
                                                            (0.9, 128, (5, 25))])
-def test_bands_and_rows_are_datasketchs(threshold, num_perm, expected):
-    """datasketch 2.0's MinHashLSH splits 128 values this way for these thresholds (its _optimal_param)."""
-    assert bands_and_rows(threshold, num_perm) == expected
+def test_bands_and_rows_weighing_misses_as_false_positives_are_datasketchs(threshold, num_perm, expected):
+    """datasketch 2.0's MinHashLSH splits 128 values this way for these thresholds (its _optimal_param with
+    its default equal weights)."""
+    assert bands_and_rows(threshold, num_perm, false_negative_weight=0.5) == expected
