@@ -47,6 +47,18 @@ from initialize import (
 )
 from kfac import KFAC, check_kfac_layout, kfac_cost_line
 from learning_rates import megatron_scheduler
+from memory_model import (
+    MIB,
+    describe,
+    fitting_layouts,
+    flags_for,
+    layout_from_args,
+    parse_bytes,
+    peak_bytes,
+    predicted_peak,
+    resident_bytes,
+    shape_from_args,
+)
 from model.moe import active_expert_parameters, is_moe
 from model.normalization import NORMS, compute_layernorms_in_fp32
 from model.transformer import ParallelTransformerLayer
@@ -330,11 +342,14 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         raise UsageError(f"--model-name-or-path {args.model_name_or_path}: its weights load without pipeline stages "
                          "and below ZeRO-3 here; convert it with scripts/convert_checkpoint.py --from-hf and --load "
                          "the checkpoint, which any layout reads")
+    args.predicted_memory = _predict_memory(args, dp, args.zero_stage_of_run)
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)
         mpu.model_parallel_cuda_manual_seed(dropout_seed(args.seed))
-    with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu,
+    # ZeRO-3 partitions each parameter over the data-parallel group (zero.Init takes the world by default,
+    # which at TP > 1 mixed the tensor ranks' different slices: the losses left one process's)
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, mpu=mpu, data_parallel_group=mpu.get_data_parallel_group(),
                              enabled=ds_config["zero_optimization"]["stage"] == 3):
         model = model_provider(args, tokenizer)
     if start_from_hf:
@@ -362,6 +377,36 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
 
 
 _DATA_ERRORS = (UsageError, DatasetError, MalformedJsonError, FileNotFoundError, HubError)
+
+
+def _predict_memory(args, data_parallel, zero_stage):
+    """One start-up line with this rank's predicted peak (memory_model.py; on a CPU the process's, its
+    runtime measured now); a prediction over --device-memory (on a GPU, by default, its memory) stops the
+    run here, before the model is built, naming the least changed layout that fits."""
+    cpu = get_accelerator().device_name() == "cpu"
+    shape, layout = shape_from_args(args, args.bert), layout_from_args(args, data_parallel, zero_stage)
+    runtime = resident_bytes() if cpu else 0
+    parts = predicted_peak(shape, layout, "cpu" if cpu else "gpu", runtime)
+    print_rank_0(f"> predicted peak memory per rank: {describe(parts)}; {layout.describe()}")
+    limit = parse_bytes(args.device_memory) if args.device_memory else None if cpu else get_accelerator().total_memory()
+    if limit is None or parts["total"] <= limit or args.no_memory_check:
+        return parts
+    fits = fitting_layouts(shape, layout, "cpu" if cpu else "gpu", limit, runtime)
+    advice = (f"{flags_for(fits[0][0], layout, args.gradient_accumulation_steps)} is predicted at "
+              f"{fits[0][1] / MIB:,.0f} MiB" if fits else "no ZeRO stage, activation checkpointing or micro batch at "
+              "these parallel sizes fits: more tensor or pipeline parallelism (scripts/plan_layout.py)")
+    raise UsageError(f"{layout.describe()} is predicted to peak at {parts['total'] / MIB:,.0f} MiB per rank, over the "
+                     f"{limit / MIB:,.0f} MiB of --device-memory: {advice} (--no-memory-check runs it anyway)")
+
+
+def _report_peak_memory(args):
+    """After the first logged iterations: the measured peak beside the prediction, the largest over ranks."""
+    device = get_accelerator().device_name()
+    peak = torch.tensor(float(peak_bytes(device)), dtype=torch.float64, device=get_accelerator().current_device_name())
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    what = "process peak resident memory" if device == "cpu" else "torch.cuda.max_memory_allocated"
+    print_rank_0(f"> measured peak memory per rank: {peak.item() / MIB:,.0f} MiB ({what}, the largest rank), "
+                 f"predicted {args.predicted_memory['total'] / MIB:,.0f} MiB")
 
 
 def _tokenizer_and_datasets(args, datasets_provider, num_samples):
@@ -560,6 +605,8 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, trac
             history.update(logged)
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
                            trackers, parts)
+            if len(history) == len(logged):
+                _report_peak_memory(args)
             window = _LogWindow()
         validation_loss = _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, trackers) \
             if iteration % args.eval_interval == 0 else None

@@ -31,7 +31,8 @@ LAYOUTS = {
     "2 ranks ZeRO-1": (2, ["--zero-stage", "1"], 4),
     "2 ranks ZeRO-2": (2, ["--zero-stage", "2"], 4),
     "2 ranks ZeRO-3": (2, ["--zero-stage", "3"], 4),
-    "TP=2, with evaluation": (2, ["--model-parallel-size", "2", "--eval-iters", "1", "--eval-interval", "10"], 8),
+    "TP=2 ZeRO-3, with evaluation": (2, ["--model-parallel-size", "2", "--zero-stage", "3", "--eval-iters", "1",
+                                         "--eval-interval", "10"], 8),
     "TP=2 x DP=2 ZeRO-2": (4, ["--model-parallel-size", "2", "--zero-stage", "2"], 4),
     "activation checkpointing (mpu)": (1, ["--checkpoint-activations"], 8),
     "PP=2, micro 4 x accumulation 2, with evaluation": (
