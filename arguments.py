@@ -550,6 +550,16 @@ def add_evaluation_args(parser):
     return parser
 
 
+def add_memory_args(parser):
+    group = parser.add_argument_group("memory (memory_model.py)")
+    group.add_argument("--device-memory", default=None,
+                       help="memory of one rank's device (80GB, 512MiB): a layout predicted not to fit stops before the "
+                            "model is built, naming one that fits (default: the GPU's; on a CPU, no check)")
+    group.add_argument("--no-memory-check", action="store_true",
+                       help="build the model even when its predicted peak exceeds --device-memory")
+    return parser
+
+
 def add_lm_harness_args(parser):
     """scripts/evaluate_lm_harness.py (--load and --batch-size come from the groups above)."""
     group = parser.add_argument_group("lm-evaluation-harness")
@@ -612,7 +622,7 @@ def add_all_args(parser):
     for add in (add_model_args, add_architecture_args, add_regularization_args, add_training_args,
                 add_initialization_args, add_learning_rate_args, add_checkpointing_args, add_mixed_precision_args,
                 add_kfac_args, add_hugging_face_args, add_distributed_args, add_validation_args, add_data_args, add_bert_args,
-                add_tokenizer_args, add_tracking_args, add_refused_flags):
+                add_tokenizer_args, add_tracking_args, add_memory_args, add_refused_flags):
         add(parser)
     import deepspeed
     return deepspeed.add_config_arguments(parser)
@@ -669,7 +679,7 @@ def get_args(argv=None, description=None, defaults=None, extra_args=None, bert=F
         parser.set_defaults(**defaults)
     argv, nemo_problems = nemo_flags(sys.argv[1:] if argv is None else argv, _launcher_world_size())
     args = parser.parse_args(argv)
-    args.explicit, args.hf_weights = explicit_flags(parser, argv), None
+    args.explicit, args.hf_weights, args.bert = explicit_flags(parser, argv), None, bert
     hugging_face = take_run_clm_flags(args) + (take_model_flags(args) if not bert else [
         f"--{name.replace('_', '-')} is for the GPT family (pretrain_gpt2.py)" for name in
         ("model_name_or_path", "config_name", "dataset_name", "train_file") if getattr(args, name)])
