@@ -16,7 +16,8 @@ MLP f, tensor-parallel size t, activation bytes e (4 fp32, 2 bf16/fp16, 3 under 
 layer norms stay fp32), after Korthikanti et al. with attention by scaled_dot_product_attention (no
 s x s scores kept): s b [e (4h + (4h + 2f) / t) + 2h] bytes (layer-norm and linear inputs, q k v and the
 attention output, the MLP's two inner activations, two 1-byte dropout masks): 34 s b h at e = 2, t = 1,
-f = 4h, their count less the 5 a s^2 b of the scores. With activation checkpointing a layer keeps its
+f = 4h, their count less the 5 a s^2 b of the scores. On a CPU with attention dropout, SDPA takes its
+math path and keeps the scores too: a / t s^2 b (2e + 1) more. With activation checkpointing a layer keeps its
 input (s b h e) and the one layer being recomputed holds the whole set. The output layer fused with its
 loss keeps fp32 gradients of [tokens, h] and [vocabulary / t, h] (the logits never whole). Pipeline stages
 keep the activations of up to `pipeline` micro-batches (1F1B) on the first stage.
@@ -46,6 +47,7 @@ class Shape:
     seq_length: int
     positions: int  # learned position rows (0: rotary, ALiBi, none)
     bert: bool = False
+    attention_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def shape_from_args(args, bert=False):
         50257 / (args.make_vocab_size_divisible_by * args.model_parallel_size)) * args.model_parallel_size
     learned = args.position_embedding_type in ("learned", None)
     return Shape(args.num_layers, args.hidden_size, args.num_attention_heads, args.ffn_hidden_size or 4 * args.hidden_size,
-                 vocabulary, args.seq_length, args.max_position_embeddings if learned else 0, bert)
+                 vocabulary, args.seq_length, args.max_position_embeddings if learned else 0, bert, args.attention_dropout)
 
 
 def precision_of_args(args):
@@ -122,11 +124,13 @@ def model_states(shape, layout):
     return {"parameters": 4 * psi / (nd if stage == 3 else 1), "gradients": 4 * psi / nd, "optimizer": 12 * psi / nd}
 
 
-def activations(shape, layout):
+def activations(shape, layout, device="gpu"):
     """{layers, output layer} bytes one rank keeps for backward at its peak (see the module docstring)."""
     s, b, h, f, t = shape.seq_length, layout.micro_batch, shape.hidden, shape.ffn, layout.tensor
     e = ACTIVATION_BYTES[layout.precision]
     whole_layer = s * b * (e * (4 * h + (4 * h + 2 * f) / t) + 2 * h)
+    if device == "cpu" and shape.attention_dropout > 0:  # SDPA's math path: scores, softmax, dropout mask
+        whole_layer += shape.heads / t * s * s * b * (2 * e + 1)
     layers = math.ceil(shape.layers / layout.pipeline)
     kept = layers * s * b * h * e + whole_layer if layout.checkpoint_activations else layers * whole_layer
     in_flight = layout.pipeline  # 1F1B: the first stage holds this many micro-batches
@@ -137,7 +141,7 @@ def activations(shape, layout):
 def predicted_peak(shape, layout, device="gpu", runtime=0):
     """{part: bytes} of one rank's predicted peak and "total"; runtime: bytes already resident (a CPU
     process's interpreter and libraries, measured by the caller)."""
-    parts = {**model_states(shape, layout), **activations(shape, layout)}
+    parts = {**model_states(shape, layout), **activations(shape, layout, device)}
     parts["buffers"] = min(parameters_per_rank(shape, layout), BUCKET_ELEMENTS) * (
         2 if layout.precision in ("bf16-weights", "fp16") else 4)
     if device == "cpu":

@@ -10,10 +10,8 @@ Model states: pretrain_gpt2.py runs two iterations per stage; just before the se
 (gradients of this iteration and optimizer states of the first in place) every tensor reachable from
 the engine is counted once per storage, as parameters (the module's weights or ZeRO-3's partitions),
 gradients, optimizer (fp32 master copies and moments) or buffers (communication buckets and the
-like). ZeRO's paper counts mixed precision (--bf16-weights) as 2 + 2 + 12 bytes a parameter (Psi): 16 Psi
-at stage 0, 4 Psi + 12 Psi / Nd at 1, 2 Psi + 14 Psi / Nd at 2, 16 Psi / Nd at 3; fp32 weights (fp32, and
---bf16's autocast) are counted as DeepSpeed keeps them: 16 Psi, 4 Psi + 16 Psi / Nd at 1 and 2, 20 Psi / Nd
-at 3. DeepSpeed's estimators (estimate_zero2/3_model_states_mem_needs, no offload) are printed beside
+like), beside memory_model.py's model states (ZeRO's 2 + 2 + 12 bytes a parameter for --bf16-weights,
+DeepSpeed's fp32 layout for fp32 weights; its docstring has the formulas). DeepSpeed's estimators (estimate_zero2/3_model_states_mem_needs, no offload) are printed beside
 (they count mixed precision). Activations: the bytes of
 the tensors one transformer layer saves for backward (saved-tensor hooks, one count per storage) for
 one micro-batch, as a full layer and under activation checkpointing; and what the output layer with
@@ -34,12 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch_environment import free_port  # noqa: E402
 
 MIB = 2 ** 20
-MIXED_PRECISION = {0: lambda psi, nd: 16 * psi, 1: lambda psi, nd: 4 * psi + 12 * psi / nd,
-                   2: lambda psi, nd: 2 * psi + 14 * psi / nd, 3: lambda psi, nd: 16 * psi / nd}
-# fp32 weights (fp32, --bf16's autocast): weights 4 Psi, and DeepSpeed's ZeRO keeps an fp32 master partition
-# beside them as for low-precision weights (12 Psi / Nd with the moments), gradients partitioned from stage 1
-FP32_WEIGHTS = {0: lambda psi, nd: 16 * psi, 1: lambda psi, nd: 4 * psi + 16 * psi / nd,
-                2: lambda psi, nd: 4 * psi + 16 * psi / nd, 3: lambda psi, nd: 20 * psi / nd}
 
 
 def _tensors(value, depth=0):
@@ -222,15 +214,17 @@ def main():
         process.join()
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
-    psi = 50304 * hidden + 1024 * hidden + layers * (12 * hidden * hidden + 13 * hidden) + 2 * hidden
-    nd = args.ranks
+
+    from memory_model import Layout, Shape, model_states, parameters
+    shape = Shape(layers, hidden, heads, 4 * hidden, 50304, 64, 1024)
+    psi, nd = parameters(shape), args.ranks
     print(f"{args.model_size}: {psi / 1e6:.1f}M parameters (Psi), {nd} CPU ranks, {args.precision}; MiB per rank")
     print(f"{'ZeRO':5s} {'parameters':>10s} {'gradients':>10s} {'optimizer':>10s} {'states':>10s} {'formula':>10s} "
           f"{'ratio':>6s} {'DeepSpeed':>10s} {'buffers':>10s}")
     for stage in args.stages:
         got = measured[stage]
         states = got["parameters"] + got["gradients"] + got["optimizer"]
-        formula = (MIXED_PRECISION if args.precision == "bf16-weights" else FP32_WEIGHTS)[stage](psi, nd)
+        formula = sum(model_states(shape, Layout(1, 1, nd, stage, 1, False, args.precision)).values())
         estimate = (estimate_zero3_model_states_mem_needs(psi, 12 * hidden * hidden, nd, 1, False, False)[1]
                     if stage == 3 else estimate_zero2_model_states_mem_needs(psi, nd, 1, False)[1]
                     if stage == 2 else None)
