@@ -7,7 +7,6 @@ processes."""
 import json
 import math
 import os
-import subprocess
 import sys
 
 import pytest
@@ -103,17 +102,18 @@ def harness(tmp_path_factory, sample_texts):
         (root / "tasks" / f"{name}.yaml").write_text(
             TASK_YAML.format(name=name, data=data, cache=root / "datasets") + TASK_BODIES[name].format(),
             encoding="utf-8")
-    script = ("import json, sys\nfrom lm_eval import simple_evaluate\nfrom lm_eval.tasks import TaskManager\n"
-              "from lm_eval.utils import handle_non_serializable\n"
-              "r = simple_evaluate(model='hf', model_args='pretrained=' + sys.argv[1], tasks=sys.argv[3].split(','), "
-              "task_manager=TaskManager(include_path=sys.argv[2], include_defaults=False), batch_size=4, device='cpu', log_samples=True)\n"
-              "print(json.dumps({'results': r['results'], 'samples': r['samples']}, default=handle_non_serializable))")
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-c", script, str(root / "hf"), str(root / "tasks"), ",".join(TASKS)],
-                          capture_output=True, text=True, env=environment, cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {"root": root, "hf": str(root / "hf"), "tasks": str(root / "tasks"),
-            "reference": json.loads(done.stdout.strip().splitlines()[-1])}
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("HF_HUB_OFFLINE", "1")
+        environment.setenv("TOKENIZERS_PARALLELISM", "false")
+        done = simple_evaluate(model="hf", model_args=f"pretrained={root / 'hf'}", tasks=list(TASKS), batch_size=4,
+                               task_manager=TaskManager(include_path=str(root / "tasks"), include_defaults=False),
+                               device="cpu", log_samples=True)
+    reference = json.loads(json.dumps({"results": done["results"], "samples": done["samples"]},
+                                      default=handle_non_serializable))
+    return {"root": root, "hf": str(root / "hf"), "tasks": str(root / "tasks"), "reference": reference}
 
 
 def _evaluate(argv):
