@@ -24,7 +24,7 @@ input order, so the output does not depend on --workers. Work goes in shards of 
 documents under OUTPUT.work/, each made whole (kept records, duplicates, the signatures and hashes of
 its kept documents) before it counts as done: a killed run started again continues after its last
 finished shard and writes exactly what an unbroken run writes. Memory holds the duplicate indexes only
-(band and exact hashes of the kept documents, 0.17 GiB per million), never the corpus.
+(band and exact hashes of the kept documents, 0.23 GiB per million), never the corpus.
 """
 
 import argparse
