@@ -67,8 +67,9 @@ class Layout:
 
 
 def shape_from_args(args, bert=False):
-    vocabulary = getattr(args, "padded_vocab_size", None) or args.make_vocab_size_divisible_by * math.ceil(
-        50257 / (args.make_vocab_size_divisible_by * args.model_parallel_size)) * args.model_parallel_size
+    from data_utils.tokenization import padded_vocab_size
+    vocabulary = getattr(args, "padded_vocab_size", None) or padded_vocab_size(  # before a tokenizer: GPT-2's
+        50257, args.make_vocab_size_divisible_by, args.model_parallel_size)
     learned = args.position_embedding_type in ("learned", None)
     return Shape(args.num_layers, args.hidden_size, args.num_attention_heads, args.ffn_hidden_size or 4 * args.hidden_size,
                  vocabulary, args.seq_length, args.max_position_embeddings if learned else 0, bert, args.attention_dropout)

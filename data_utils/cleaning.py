@@ -10,14 +10,14 @@ documents): it kept every English document and dropped every other, at 4.7 MB/s 
 5x faster but kept 0.13% of the others, py3langid as accurate but 4x slower (benchmarks/clean_corpus_throughput.py).
 """
 
-import re
 from urllib.parse import urlsplit
+
+from .near_duplicates import WORD
 
 # Megatron's openwebtext blacklist_urls.py leaves out links to media and binary files by extension.
 MEDIA_EXTENSIONS = frozenset(
     "jpg jpeg png gif bmp tif tiff svg webp ico mp3 mp4 m4a wav ogg flac avi mov mkv wmv webm flv pdf ps eps doc "
     "docx xls xlsx ppt pptx odt zip tar gz tgz bz2 xz 7z rar exe dmg iso apk deb rpm msi bin swf".split())
-WORD = re.compile(r"\w+")
 
 
 def read_domains(path):
