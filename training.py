@@ -342,7 +342,7 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
         raise UsageError(f"--model-name-or-path {args.model_name_or_path}: its weights load without pipeline stages "
                          "and below ZeRO-3 here; convert it with scripts/convert_checkpoint.py --from-hf and --load "
                          "the checkpoint, which any layout reads")
-    args.predicted_memory = _predict_memory(args, dp, args.zero_stage_of_run)
+    args.predicted_memory = _predict_memory(args, dp, ds_config["zero_optimization"])
     if args.deepspeed_activation_checkpointing:
         deepspeed.checkpointing.configure(mpu, deepspeed_config=ds_config)
         mpu.set_checkpointing_implementation(deepspeed.checkpointing)
@@ -379,12 +379,12 @@ def _setup(args, datasets_provider, model_provider, has_pipeline_form):
 _DATA_ERRORS = (UsageError, DatasetError, MalformedJsonError, FileNotFoundError, HubError)
 
 
-def _predict_memory(args, data_parallel, zero_stage):
+def _predict_memory(args, data_parallel, zero_config):
     """One start-up line with this rank's predicted peak (memory_model.py; on a CPU the process's, its
     runtime measured now); a prediction over --device-memory (on a GPU, by default, its memory) stops the
     run here, before the model is built, naming the least changed layout that fits."""
     cpu = get_accelerator().device_name() == "cpu"
-    shape, layout = shape_from_args(args, args.bert), layout_from_args(args, data_parallel, zero_stage)
+    shape, layout = shape_from_args(args, args.bert), layout_from_args(args, data_parallel, zero_config)
     runtime = resident_bytes() if cpu else 0
     parts = predicted_peak(shape, layout, "cpu" if cpu else "gpu", runtime)
     print_rank_0(f"> predicted peak memory per rank: {describe(parts)}; {layout.describe()}")
@@ -400,13 +400,15 @@ def _predict_memory(args, data_parallel, zero_stage):
 
 
 def _report_peak_memory(args):
-    """After the first logged iterations: the measured peak beside the prediction, the largest over ranks."""
+    """After the first logged iterations from the second step on: the measured peak beside the prediction,
+    the largest over ranks."""
     device = get_accelerator().device_name()
     peak = torch.tensor(float(peak_bytes(device)), dtype=torch.float64, device=get_accelerator().current_device_name())
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     what = "process peak resident memory" if device == "cpu" else "torch.cuda.max_memory_allocated"
     print_rank_0(f"> measured peak memory per rank: {peak.item() / MIB:,.0f} MiB ({what}, the largest rank), "
                  f"predicted {args.predicted_memory['total'] / MIB:,.0f} MiB")
+    return True
 
 
 def _tokenizer_and_datasets(args, datasets_provider, num_samples):
@@ -582,6 +584,7 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, trac
     train_iterator = batches(train_data, args, steps.get_batch, consumed if args.resume_dataloader else 0)
     flops_per_token = 6 * parameters + 12 * args.num_layers * args.hidden_size * args.seq_length
     history, window, last_saved, skipped_in_a_row = {}, _LogWindow(), resumed_tag, 0
+    steps_run, peak_reported = 0, False
     parts = StepParts() if args.timing_breakdown else None
 
     def save(validation_loss=None):
@@ -593,7 +596,7 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, trac
         mark("batch", iteration + 1)
         started, skipped_before, waited = time.time(), engine.skipped_steps, data_wait(train_iterator)
         values, norm = _train_step(steps, train_iterator, engine, args, parts)
-        iteration += 1
+        iteration, steps_run = iteration + 1, steps_run + 1
         skipped_in_a_row = skipped_in_a_row + 1 if engine.skipped_steps > skipped_before else 0
         if args.max_skipped_steps and skipped_in_a_row >= args.max_skipped_steps:
             raise _too_many_skips(args, skipped_in_a_row, iteration, last_saved)
@@ -605,8 +608,8 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, trac
             history.update(logged)
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
                            trackers, parts)
-            if len(history) == len(logged):
-                _report_peak_memory(args)
+            if steps_run >= 2 and not peak_reported:  # the second step holds the optimizer's moments and
+                peak_reported = _report_peak_memory(args)  # runs ZeRO-3's traced prefetch
             window = _LogWindow()
         validation_loss = _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, trackers) \
             if iteration % args.eval_interval == 0 else None

@@ -140,15 +140,17 @@ def print_table(args, result):
           f"{args.gpu_tflops:.0f} TFLOP/s x {args.efficiency}, links {args.intra_node_bandwidth:.0f} GB/s in a node, "
           f"{args.inter_node_bandwidth:.0f} GB/s across")
     print(f"{'TP':>3} {'PP':>3} {'DP':>4} {'ZeRO':>4} {'micro':>5} {'ckpt':>4} | {'params':>7} {'grads':>7} {'optim':>7} "
-          f"{'activ':>7} {'output':>7} {'buffers':>7} {'frag':>7} {'total':>7} GiB | {'step s':>7} {'tokens/s':>10}")
+          f"{'activ':>7} {'output':>7} {'gather':>7} {'buffers':>7} {'frag':>7} {'total':>7} GiB {'peak at':>9} | {'step s':>7} "
+          f"{'tokens/s':>10}")
     for row in result["layouts"][:args.top]:
         layout, memory = row["layout"], row["memory"]
         print(f"{layout['tensor']:>3} {layout['pipeline']:>3} {layout['data']:>4} {layout['zero_stage']:>4} "
               f"{layout['micro_batch']:>5} {'yes' if layout['checkpoint_activations'] else 'no':>4} | "
               + " ".join(f"{memory.get(part, 0) / GIB:7.2f}" for part in (
-                  "parameters", "gradients", "optimizer", "activations", "output layer", "buffers", "fragmentation",
-                  "total"))
-              + f"     | {row['step_seconds']:7.2f} {row['tokens_per_second']:10,.0f}")
+                  "parameters", "gradients", "optimizer", "activations", "output layer", "gathered parameters", "buffers",
+                  "fragmentation", "total"))
+              + f"     {'forward' if memory['at'] == 'end of the forward pass' else 'reduction':>9} | {row['step_seconds']:7.2f} "
+              f"{row['tokens_per_second']:10,.0f}")
     if not result["layouts"]:
         print("no layout fits: more devices, more memory, or a smaller model")
     else:

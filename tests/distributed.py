@@ -43,7 +43,7 @@ def _worker(rank, world_size, port, tasks, results):
 
 
 class _Pool:
-    def __init__(self, world_size):
+    def __init__(self, world_size, environment=None):
         context = mp.get_context("spawn")
         self.world_size = world_size
         self.tasks = [context.Queue() for _ in range(world_size)]
@@ -51,8 +51,14 @@ class _Pool:
         port = free_port()
         self.processes = [context.Process(target=_worker, args=(rank, world_size, port, self.tasks[rank], self.results),
                                           daemon=False) for rank in range(world_size)]
-        for process in self.processes:
-            process.start()
+        saved = dict(os.environ)
+        os.environ.update(environment or {})  # a spawned rank starts with this process's environment
+        try:
+            for process in self.processes:
+                process.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
     def run(self, fn, args):
         for task_queue in self.tasks:
@@ -96,6 +102,21 @@ def run_distributed(world_size, fn, *args):
         raise
     if failures:
         _POOLS.pop(world_size).close()
+        raise AssertionError(f"{fn.__name__} failed on {world_size} ranks:\n" + "\n".join(failures))
+    return values
+
+
+def run_distributed_fresh(world_size, fn, *args, environment=None):
+    """run_distributed on ranks started for this call alone (with `environment` added to theirs), for what
+    a process's lifetime measures (its peak resident memory) or what must be set before it starts."""
+    pool = _Pool(world_size, environment)
+    try:
+        failures, values = pool.run(fn, args)
+    except BaseException:
+        pool.close(grace_s=0)
+        raise
+    pool.close()
+    if failures:
         raise AssertionError(f"{fn.__name__} failed on {world_size} ranks:\n" + "\n".join(failures))
     return values
 
