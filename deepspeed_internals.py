@@ -4,8 +4,8 @@ DeepSpeed's public surface (deepspeed.initialize, the engine's backward/step/sav
 safe_get/set_* fragment functions, the MoE layer) does not cover a few things we need: an fp32 ZeRO-0
 step that clips by the model-parallel norm and skips non-finite steps, no gradient all-reduce over a
 one-rank data-parallel group, the expert-parallel group of an expert's parameter, the optimizer
-states a layout-free checkpoint writes into, and the moment whole averaged gradients can be
-preconditioned (K-FAC) before the optimizer takes them. Each reach below names the private attribute it uses, and
+states a layout-free checkpoint writes into, the moment whole averaged gradients can be
+preconditioned (K-FAC) before the optimizer takes them, and a finished engine that lets its model go. Each reach below names the private attribute it uses, and
 tests/test_deepspeed_internals.py has a test per reach that fails when DeepSpeed's behaviour it relies
 on changes. `require_written_version` stops a run on any other DeepSpeed release with one line.
 """
@@ -60,6 +60,18 @@ def skip_one_rank_allreduce(engine):
     off the optimizer's own reduction, so only ZeRO-0 takes it."""
     if engine.zero_optimization_stage() == 0 and mpu.get_data_parallel_world_size() == 1:
         engine.enable_backward_allreduce = False
+
+
+def release_engine(engine):
+    """Let a finished engine's model and optimizer go: engine.destroy() removes the gradient and module
+    hooks that tie them together through autograd's C++ nodes (a cycle gc cannot see), and ZeRO-3 leaves
+    its model on parameter_offload.FWD_MODULE_STACK, a module-level list. Without both, a process that
+    trains again (a test's ranks, a notebook, a sweep) keeps every earlier run's memory."""
+    from deepspeed.runtime.zero import parameter_offload
+    engine.destroy()
+    modules = {id(module) for module in engine.module.modules()}
+    parameter_offload.FWD_MODULE_STACK[:] = [
+        module for module in parameter_offload.FWD_MODULE_STACK if id(module) not in modules]
 
 
 def guard_fp32_steps(engine):

@@ -33,6 +33,7 @@ from deepspeed_internals import (
     DeepSpeedVersionError,
     guard_fp32_steps,
     precondition_gradients,
+    release_engine,
     require_written_version,
     skip_one_rank_allreduce,
 )
@@ -532,8 +533,16 @@ def _too_many_skips(args, skipped, iteration, last_saved):
 
 
 def _pretrain(args, datasets_provider, model_provider, steps):
-    engine, tokenizer, (train_data, valid_data, test_data), global_batch = _setup(
-        args, datasets_provider, model_provider, has_pipeline_form=steps.has_pipeline_form)
+    engine, _, data, global_batch = _setup(args, datasets_provider, model_provider,
+                                           has_pipeline_form=steps.has_pipeline_form)
+    try:
+        return _train_and_evaluate(args, engine, data, global_batch, steps)
+    finally:
+        release_engine(engine)  # a process that trains again gets this run's memory back
+
+
+def _train_and_evaluate(args, engine, data, global_batch, steps):
+    train_data, valid_data, test_data = data
     parameters = count_parameters(engine.module)
     print_rank_0(f"> {parameters:,} parameters{' active per token' if is_moe(engine.module) else ''}; tensor parallel {mpu.get_model_parallel_world_size()}, pipeline "
                  f"parallel {mpu.get_pipeline_model_parallel_world_size()}, data parallel "

@@ -6,7 +6,9 @@ tensor-parallel pair where the machine has two):
 - an all-local GPT-Neo-style model (FlexAttention's sliding-window kernel) in fp32 and --bf16;
 - pretrain_bert.py (the masked-LM head on the masked positions, fused with its bias) in --bf16;
 - with 2 GPUs, GPT-2 at tensor parallel 2 in --bf16, against one GPU in fp32;
-- FlexAttention's kernel against the blocked local attention, forward and backward, in bf16.
+- FlexAttention's kernel against the blocked local attention, forward and backward, in bf16;
+- memory_model.py's predicted peak against torch.cuda.max_memory_allocated (pretrain_gpt2.py prints both)
+  at gpt2-350m and gpt2-1.3b, sequence 1024, three layouts each, within 15%.
 
 Every run is gpt2-124m's shape at sequence 1024 (BERT: bert-base at 512), micro batch 8, dropout off, on the
 bundled corpus; each logs its first ITERS losses, which must agree with the fp32 run's within the
@@ -33,6 +35,13 @@ PRECISION_FLAGS = {"fp32": [], "bf16": ["--bf16"], "bf16-weights": ["--bf16-weig
 GPT = ["--model-size", "gpt2-124m", "--seq-length", "1024", "--max-position-embeddings", "1024"]
 NEO_LOCAL = [*GPT, "--attention-types", "local", "--attention-window", "256"]
 BERT = ["--model-size", "bert-base", "--seq-length", "512", "--max-position-embeddings", "512"]
+
+# (model, precision, micro batch, extra flags): the predicted peak against the measured one, on one GPU
+MEMORY_CHECKS = [(size, precision, micro, extra) for size, micro in (("gpt2-350m", 8), ("gpt2-1.3b", 4)) for
+                 precision, micro, extra in (("bf16", micro, ["--zero-stage", "1"]),
+                                             ("bf16", 2 * micro, ["--zero-stage", "1", "--checkpoint-activations"]),
+                                             ("bf16-weights", micro, ["--zero-stage", "0"]))]
+MEMORY_TOLERANCE = 0.15
 
 # (name, entry script, model flags, precision, tensor-parallel size): each compared with its fp32 run
 CHECKS = [
@@ -72,6 +81,29 @@ def _compare(name, losses, reference, tolerance):
         return (f"FAILED {name}: largest relative difference {worst:.2e} > {tolerance:.0e}\n  losses {losses}\n"
                 f"  fp32   {reference}")
     return f"ok     {name}: {len(losses)} losses within {worst:.2e} of fp32 (tolerance {tolerance:.0e})"
+
+
+def _memory_command(size, precision, micro, extra, cache):
+    flags = ["--model-size", size, "--seq-length", "1024", "--max-position-embeddings", "1024",
+             *PRECISION_FLAGS[precision], "--batch-size", str(micro), *extra, "--train-iters", "3", "--log-interval",
+             "1", "--eval-iters", "0", "--data-cache-dir", cache]
+    return [sys.executable, os.path.join(REPO, "pretrain_gpt2.py"), *flags], flags
+
+
+def _memory_check(command, log):
+    """The start-up prediction against the measured peak that the run prints after its second step."""
+    with open(log, "w") as out:
+        result = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    text = open(log).read()
+    predicted = re.search(r"predicted peak memory per rank: ([\d,]+) MiB", text)
+    measured = re.search(r"measured peak memory per rank: ([\d,]+) MiB", text)
+    name = " ".join(command[2:])
+    if result.returncode or not (predicted and measured):
+        return f"FAILED memory {name}: exit {result.returncode}, see {log}"
+    predicted, measured = (float(match[1].replace(",", "")) for match in (predicted, measured))
+    error = predicted / measured - 1
+    status = "ok    " if abs(error) <= MEMORY_TOLERANCE else "FAILED"
+    return f"{status} memory {name}: predicted {predicted:,.0f} MiB, measured {measured:,.0f} MiB ({error:+.1%})"
 
 
 def _flex_kernel_check():
@@ -128,6 +160,17 @@ def main():
             line = _compare(name, losses[1], losses[0], TOLERANCE[precision])
             failed |= line.startswith("FAILED")
             print(line, flush=True)
+    for size, precision, micro, extra in MEMORY_CHECKS:
+        command, flags = _memory_command(size, precision, micro, extra, cache)
+        if args.dry_run:
+            from arguments import get_args
+            get_args(flags)
+            print(f"flags ok: {' '.join(command[1:])}")
+            continue
+        log = os.path.join(logs, re.sub(r"[^a-z0-9]+", "-", f"memory {size} {precision} {micro} {extra}") + ".log")
+        line = _memory_check(command, log)
+        failed |= line.startswith("FAILED")
+        print(line, flush=True)
     if not args.dry_run:
         line = _flex_kernel_check()
         failed |= line.startswith("FAILED")

@@ -194,3 +194,26 @@ def test_the_preconditioner_sees_whole_averaged_gradients_and_the_step_takes_wha
         assert averaging == ([] if zero_stage == 0 else ["average"]) and lr == 0.1 and whole
         assert (gathered[0] == gathered[1]) == (zero_stage == 0), "ZeRO-0 averaged, ZeRO-1 each rank's own"
         assert all(abs(m - 0.1) < 2e-3 for m in moved), moved
+
+
+def _model_outlives_its_engine(zero_stage, release):
+    import gc
+    import weakref
+
+    from deepspeed_internals import release_engine
+    engine = _engine(zero_stage)
+    engine.backward(engine(torch.randn(2, 8)).sum())
+    engine.step()
+    model = weakref.ref(engine.module)
+    if release:
+        release_engine(engine)
+    del engine
+    gc.collect()
+    return model() is not None
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1, 3])
+def test_a_released_engine_lets_its_model_go(zero_stage):
+    """Without release_engine DeepSpeed's hooks (and ZeRO-3's module stack) keep the model alive."""
+    assert run_distributed(1, _model_outlives_its_engine, zero_stage, False) == [zero_stage > 0]
+    assert run_distributed(1, _model_outlives_its_engine, zero_stage, True) == [False]
