@@ -54,6 +54,7 @@ MIB, GIB = 2 ** 20, 2 ** 30
 ALLREDUCE_BUCKET = 500_000_000  # ZeRO-0's flat all-reduce buffers, and the default reduce_bucket_size
 ENGINE_RUNTIME = {"engine": 96 * 2 ** 20, "zero optimizer": 48 * 2 ** 20}  # resident on a CPU once built
 FRAGMENTATION = 0.10
+MOMENTS = {"forward": "end of the forward pass", "reduction": "gradient reduction"}  # where a peak can be
 ACTIVATION_BYTES = {"fp32": 4, "bf16": 3, "bf16-weights": 2, "fp16": 2}
 
 
@@ -156,7 +157,7 @@ def parameters_per_rank(shape, layout):
 def model_states(shape, layout):
     """{parameters, gradients, optimizer} bytes of one rank (see the module docstring)."""
     psi, nd, stage = parameters_per_rank(shape, layout), layout.data, layout.zero_stage
-    if layout.precision in ("bf16-weights", "fp16"):
+    if _low_precision(layout):
         return {"parameters": 2 * psi / (nd if stage == 3 else 1), "gradients": 2 * psi / (nd if stage >= 2 else 1),
                 "optimizer": 12 * psi / (nd if stage >= 1 else 1)}
     if stage == 0:
@@ -190,7 +191,7 @@ def _buffer_elements(psi, bucket, count, device):
 
 def predicted_peak(shape, layout, device="gpu", runtime=0):
     """{part: bytes} at one rank's predicted peak (see the module docstring), "total" their sum, and "at"
-    the moment it peaks; runtime: bytes already resident (a CPU process's interpreter and libraries,
+    the moment it peaks (a key of MOMENTS); runtime: bytes already resident (a CPU process's interpreter and libraries,
     measured by the caller)."""
     psi, nd, stage = parameters_per_rank(shape, layout), layout.data, layout.zero_stage
     g, buckets = 2 if _low_precision(layout) else 4, layout.buckets
@@ -211,7 +212,7 @@ def predicted_peak(shape, layout, device="gpu", runtime=0):
                      "buffers": g * _buffer_elements(psi, buckets.reduce, 2 if buckets.overlap_comm else 1, device)}
     else:
         reduction = {"buffers": 2 * g * min(psi, buckets.reduce)}
-    at, moment = max((("end of the forward pass", forward), ("gradient reduction", reduction)), key=lambda item: sum(item[1].values()))
+    at, moment = max((("forward", forward), ("reduction", reduction)), key=lambda item: sum(item[1].values()))
     parts = {**kept}
     for name, value in moment.items():
         parts[name] = parts.get(name, 0) + value
@@ -224,7 +225,7 @@ def predicted_peak(shape, layout, device="gpu", runtime=0):
 
 def describe(parts):
     """'N MiB at the end of the forward pass (parameters ..., gradients ..., ...)' of predicted_peak's parts."""
-    return f"{parts['total'] / MIB:,.0f} MiB at the {parts['at']} (" + ", ".join(
+    return f"{parts['total'] / MIB:,.0f} MiB at the {MOMENTS[parts['at']]} (" + ", ".join(
         f"{name} {value / MIB:,.0f}" for name, value in parts.items() if name not in ("total", "at") and value) + ")"
 
 

@@ -409,7 +409,6 @@ def _report_peak_memory(args):
     what = "process peak resident memory" if device == "cpu" else "torch.cuda.max_memory_allocated"
     print_rank_0(f"> measured peak memory per rank: {peak.item() / MIB:,.0f} MiB ({what}, the largest rank), "
                  f"predicted {args.predicted_memory['total'] / MIB:,.0f} MiB")
-    return True
 
 
 def _tokenizer_and_datasets(args, datasets_provider, num_samples):
@@ -618,7 +617,8 @@ def _train_loop(args, engine, steps, data, start, global_batch, parameters, trac
             _log_iteration(args, engine, iteration, consumed, (means, window), norm, global_batch, flops_per_token,
                            trackers, parts)
             if steps_run >= 2 and not peak_reported:  # the second step holds the optimizer's moments and
-                peak_reported = _report_peak_memory(args)  # runs ZeRO-3's traced prefetch
+                _report_peak_memory(args)  # runs ZeRO-3's traced prefetch
+                peak_reported = True
             window = _LogWindow()
         validation_loss = _evaluate_and_report("validation", valid_data, steps, engine, args, iteration, trackers) \
             if iteration % args.eval_interval == 0 else None

@@ -149,7 +149,7 @@ def print_table(args, result):
               + " ".join(f"{memory.get(part, 0) / GIB:7.2f}" for part in (
                   "parameters", "gradients", "optimizer", "activations", "output layer", "gathered parameters", "buffers",
                   "fragmentation", "total"))
-              + f"     {'forward' if memory['at'] == 'end of the forward pass' else 'reduction':>9} | {row['step_seconds']:7.2f} "
+              + f"     {memory['at']:>9} | {row['step_seconds']:7.2f} "
               f"{row['tokens_per_second']:10,.0f}")
     if not result["layouts"]:
         print("no layout fits: more devices, more memory, or a smaller model")

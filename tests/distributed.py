@@ -102,8 +102,7 @@ def run_distributed(world_size, fn, *args):
         raise
     if failures:
         _POOLS.pop(world_size).close()
-        raise AssertionError(f"{fn.__name__} failed on {world_size} ranks:\n" + "\n".join(failures))
-    return values
+    return _values_or_failure(fn, world_size, failures, values)
 
 
 def run_distributed_fresh(world_size, fn, *args, environment=None):
@@ -116,6 +115,10 @@ def run_distributed_fresh(world_size, fn, *args, environment=None):
         pool.close(grace_s=0)
         raise
     pool.close()
+    return _values_or_failure(fn, world_size, failures, values)
+
+
+def _values_or_failure(fn, world_size, failures, values):
     if failures:
         raise AssertionError(f"{fn.__name__} failed on {world_size} ranks:\n" + "\n".join(failures))
     return values
